@@ -31,3 +31,10 @@ test: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info host/*.egg-info .pytest_cache
+
+# Benchmarks print their figures; each ends with one summary line.
+bench-alloc: setup
+	$(PY) tools/bench/bench_alloc.py
+
+bench-rnma: setup
+	$(PY) tools/bench/bench_rnma.py

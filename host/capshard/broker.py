@@ -45,6 +45,7 @@ class Mosquitto:
         self.extra_config = extra_config
         self._own_dir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="capshard-broker-")
+        os.makedirs(self.workdir, exist_ok=True)
         self.conf_path = os.path.join(self.workdir, "mosquitto.conf")
         self.log_path = os.path.join(self.workdir, "mosquitto.log")
         self.proc = None

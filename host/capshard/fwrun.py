@@ -32,9 +32,17 @@ def micropython_binary():
     )
 
 
-def command(runtime, args, heap_kb=DEFAULT_HEAP_KB, path=()):
-    """The argv and env that run ``args`` (e.g. ``["-c", code]`` or a script) on ``runtime``."""
-    search = [FIRMWARE_DIR, *path]
+def command(runtime, args, heap_kb=DEFAULT_HEAP_KB, path=(), compiled=False):
+    """The argv and env that run ``args`` (e.g. ``["-c", code]`` or a script) on ``runtime``.
+
+    ``compiled``: on MicroPython, run the firmware from .mpy files as a board
+    does (compiling .py on import needs far more heap than the code retains)."""
+    firmware = FIRMWARE_DIR
+    if compiled and runtime == "micropython":
+        from .build import DEFAULT_OUT, compile_firmware
+        compile_firmware(DEFAULT_OUT)
+        firmware = DEFAULT_OUT
+    search = [firmware, *path]
     env = dict(os.environ)
     if runtime == "micropython":
         env["MICROPYPATH"] = ":".join(search + [".frozen"])
@@ -56,7 +64,7 @@ def run(runtime, code, heap_kb=DEFAULT_HEAP_KB, input=None, timeout=60, path=())
     )
 
 
-def spawn(runtime, args, heap_kb=DEFAULT_HEAP_KB, path=(), **popen_kw):
-    argv, env = command(runtime, args, heap_kb=heap_kb, path=path)
+def spawn(runtime, args, heap_kb=DEFAULT_HEAP_KB, path=(), compiled=False, **popen_kw):
+    argv, env = command(runtime, args, heap_kb=heap_kb, path=path, compiled=compiled)
     popen_kw.setdefault("env", env)
     return subprocess.Popen(argv, **popen_kw)

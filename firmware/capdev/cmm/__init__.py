@@ -1,0 +1,1 @@
+# Capability Management Module: verified instructions -> running shards.

@@ -1,0 +1,1 @@
+"""Subcommands of `capshard`; each module defines register(subparsers)."""

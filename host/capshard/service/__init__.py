@@ -1,0 +1,1 @@
+"""The provider's service: MQTT I/O around the fleet state and the allocator."""

@@ -1,0 +1,90 @@
+"""The wire protocol, provider side: topics, CBOR in and out, signed instructions.
+
+The contract is docs/protocol.md; the device side is firmware/capdev/protocol.py.
+Uses the well-kept libraries (cbor2, pycose); tests check both sides agree.
+"""
+
+import io
+import uuid
+
+import cbor2
+from pycose.algorithms import HMAC256
+from pycose.headers import KID, Algorithm
+from pycose.keys import SymmetricKey
+from pycose.messages import Mac0Message
+
+VERSION = 1
+PREFIX = "capshard/v1/dev/"
+DEVICE_KINDS = ("birth", "qos", "ack", "state", "health")
+INSTRUCTION = "inst"
+MAX_MESSAGE_BYTES = 4096
+DEFAULT_TTL_S = 60
+
+
+class WireError(ValueError):
+    """A message the provider cannot accept; the text says why."""
+
+
+def topic(device_id, kind):
+    return f"{PREFIX}{device_id}/{kind}"
+
+
+def subscription(kind, share_group=None):
+    base = f"{PREFIX}+/{kind}"
+    return f"$share/{share_group}/{base}" if share_group else base
+
+
+def split_topic(name):
+    """(device_id, kind) of a device topic; WireError for anything else."""
+    if not name.startswith(PREFIX):
+        raise WireError(f"unknown topic {name!r}")
+    parts = name[len(PREFIX):].split("/")
+    if len(parts) != 2 or not parts[0] or parts[1] not in DEVICE_KINDS:
+        raise WireError(f"unknown topic {name!r}")
+    return parts[0], parts[1]
+
+
+def encode(obj):
+    return cbor2.dumps(obj, canonical=True)
+
+
+def decode(data, max_bytes=MAX_MESSAGE_BYTES):
+    """Strict decode of one CBOR map: no trailing bytes, bounded size."""
+    if len(data) > max_bytes:
+        raise WireError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte cap")
+    stream = io.BytesIO(data)
+    try:
+        obj = cbor2.CBORDecoder(stream).decode()
+    except (cbor2.CBORDecodeError, RecursionError) as e:
+        raise WireError(f"malformed CBOR: {e}") from None
+    if stream.tell() != len(data):
+        raise WireError(f"malformed CBOR: {len(data) - stream.tell()} trailing bytes")
+    if not isinstance(obj, dict):
+        raise WireError("message must be a CBOR map")
+    if obj.get("v") != VERSION:
+        raise WireError(f"unsupported protocol version {obj.get('v')!r}")
+    return obj
+
+
+def new_instruction_id():
+    return uuid.uuid4().hex[:16]
+
+
+def sign_instruction(payload, key, kid):
+    """COSE_Mac0 (HMAC 256/256) over the canonical CBOR of ``payload``."""
+    msg = Mac0Message(phdr={Algorithm: HMAC256}, uhdr={KID: kid}, payload=encode(payload))
+    msg.key = SymmetricKey(k=key)
+    return msg.encode()
+
+
+def make_instruction(device_id, seq, ops, full, issued_at, ttl_s=DEFAULT_TTL_S, instruction_id=None):
+    return {
+        "v": VERSION,
+        "dev": device_id,
+        "id": instruction_id or new_instruction_id(),
+        "seq": seq,
+        "iat": int(issued_at),
+        "ttl_s": ttl_s,
+        "full": full,
+        "ops": ops,
+    }
