@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test broker-bin clean bench-alloc bench-rnma
+.PHONY: setup demo test broker-bin clean bench-alloc bench-rnma bench-device
 
 setup: $(VENV)/.installed broker-bin
 
@@ -38,3 +38,6 @@ bench-alloc: setup
 
 bench-rnma: setup
 	$(PY) tools/bench/bench_rnma.py
+
+bench-device: setup
+	$(PY) tools/bench/bench_device.py

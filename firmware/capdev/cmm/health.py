@@ -1,0 +1,110 @@
+# Shard health: heartbeats, error counts, step latency, and the failure policy
+# (restart with exponential backoff; after N failures within a window, give
+# up). Pure: times are plain millisecond counts handed in by the caller.
+
+MAX_EVENTS = 64
+
+
+class HealthPolicy:
+    def __init__(self, max_failures=3, window_ms=60000, backoff_ms=1000,
+                 backoff_max_ms=30000, heartbeat_ms=1000):
+        self.max_failures = max_failures
+        self.window_ms = window_ms
+        self.backoff_ms = backoff_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.heartbeat_ms = heartbeat_ms
+
+    def backoff(self, failures):
+        """Delay before the restart that follows the ``failures``-th failure."""
+        delay = self.backoff_ms << (failures - 1)
+        return delay if delay < self.backoff_max_ms else self.backoff_max_ms
+
+
+RESTART = "restart"
+GIVE_UP = "give_up"
+
+
+class HealthRecord:
+    """Counters for one shard. Latencies are in ms; the average is an EWMA
+    kept as an integer scaled by 8 (no floats on the hot path)."""
+
+    def __init__(self):
+        self.errors = 0
+        self.restarts = 0
+        self.failures = []  # times (ms) of failures still inside the window
+        self.last_error = ""
+        self.beat_ms = None
+        self.steps = 0
+        self.lat_last = 0
+        self.lat_max = 0
+        self._lat_avg8 = 0
+
+    def beat(self, now):
+        self.beat_ms = now
+
+    def latency(self, ms):
+        self.steps += 1
+        self.lat_last = ms
+        if ms > self.lat_max:
+            self.lat_max = ms
+        if self.steps == 1:
+            self._lat_avg8 = ms * 8
+        else:
+            self._lat_avg8 += ms - (self._lat_avg8 >> 3)
+
+    def lat_avg(self):
+        return (self._lat_avg8 + 4) >> 3
+
+    def failure(self, now, reason, policy):
+        """Record a failure; return (RESTART, delay_ms) or (GIVE_UP, count)."""
+        self.errors += 1
+        self.last_error = reason
+        keep = []
+        for t in self.failures:
+            if now - t < policy.window_ms:
+                keep.append(t)
+        keep.append(now)
+        self.failures = keep
+        n = len(keep)
+        if n >= policy.max_failures:
+            return GIVE_UP, n
+        return RESTART, policy.backoff(n)
+
+    def reset(self):
+        """Told otherwise by the provider: forget past failures."""
+        self.failures = []
+
+    def snapshot(self, now):
+        return {
+            "errors": self.errors,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "beat_age_ms": None if self.beat_ms is None else now - self.beat_ms,
+            "steps": self.steps,
+            "lat_ms": {"last": self.lat_last, "avg": self.lat_avg(), "max": self.lat_max},
+        }
+
+
+class EventLog:
+    """Bounded queue of health events for the provider; the oldest are dropped
+    (and counted) when nobody drains it, so a flapping shard cannot eat the heap."""
+
+    def __init__(self, limit=MAX_EVENTS):
+        self.limit = limit
+        self.items = []
+        self.dropped = 0
+
+    def emit(self, shard, ev, t, reason="", old=None, new=None):
+        item = {"shard": shard, "ev": ev, "t": t, "reason": reason}
+        if old is not None:
+            item["from"] = old
+            item["to"] = new
+        self.items.append(item)
+        if len(self.items) > self.limit:
+            self.items.pop(0)
+            self.dropped += 1
+
+    def drain(self):
+        items = self.items
+        self.items = []
+        return items

@@ -1,0 +1,498 @@
+# Portable MQTT 3.1.1 client on asyncio streams (MicroPython unix port and CPython).
+#
+# Resilience follows mqtt_as: QoS 1 messages stay in an outbox until PUBACK and
+# are retransmitted with DUP; pings go out at a quarter of the keepalive and the
+# broker is declared dead after a keepalive without any packet from it; the
+# client reconnects forever with jittered exponential backoff, resubscribes and
+# resends what is unacknowledged. Bytes on the wire come from packets.py.
+import asyncio
+
+from capdev import platform
+from capdev.mqtt import packets as P
+from capdev.mqtt.backoff import Backoff
+
+_RX_CHUNK = 512
+_SUBS_PER_PACKET = 8  # keeps resubscribe packets small on a constrained heap
+
+
+class MqttError(Exception):
+    """Refused connection or subscription, full outbox, connect timeout."""
+
+    @property
+    def reason(self):
+        return self.args[0] if self.args else ""
+
+
+def _describe(e):
+    return "%s: %s" % (type(e).__name__, e)
+
+
+def _maybe_await(r):
+    # Callbacks may be plain functions or coroutine functions.
+    return r is not None and hasattr(r, "send")
+
+
+class MqttClient:
+    def __init__(self, host, port, client_id, user=None, password=None, keepalive=30,
+                 will=None, clean_session=True, clean_after_outage=None,
+                 max_backoff_ms=30000, base_backoff_ms=500, min_interval_ms=1000,
+                 connect_timeout_ms=5000, retransmit_ms=5000, ping_interval_ms=None,
+                 dead_after_ms=None, max_packet_size=P.DEFAULT_MAX_PACKET, max_outbox=32,
+                 on_message=None, on_connect=None, random_below=None):
+        self.host = host
+        self.port = port
+        self.keepalive = keepalive
+        # mqtt_as lesson: a fresh session at power-up, but keep the broker's
+        # session (queued QoS 1 messages) across outages if asked to.
+        self.clean_session = clean_session
+        self.clean_after_outage = clean_session if clean_after_outage is None else clean_after_outage
+        if not client_id and not (clean_session and self.clean_after_outage):
+            raise P.MqttProtocolError("an empty client id needs clean sessions")
+        # Both CONNECT variants are built now: bad settings fail at construction.
+        self._connect_clean = P.encode_connect(client_id, user, password, True, keepalive, will)
+        self._connect_kept = P.encode_connect(
+            client_id, user, password, False, keepalive, will) if client_id else None
+        self.connect_timeout_ms = connect_timeout_ms
+        self.retransmit_ms = retransmit_ms
+        self.ping_interval_ms = ping_interval_ms or max(keepalive * 250, 100)
+        self.dead_after_ms = dead_after_ms or keepalive * 1000
+        self.max_packet_size = max_packet_size
+        self.max_outbox = max_outbox
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self._backoff = Backoff(base_backoff_ms, max_backoff_ms, min_interval_ms, random_below)
+        # Housekeeping period: fine enough for pings and retransmits, no finer.
+        self._tick_ms = max(50, min(1000, retransmit_ms // 4,
+                                    self.ping_interval_ms // 4 if keepalive else 1000))
+
+        self.connected = False
+        self.connected_event = asyncio.Event()
+        self.session_present = False
+        self.last_error = None
+        self.counters = {
+            "connects": 0, "reconnects": 0, "failures": 0, "retransmits": 0,
+            "pings": 0, "dead": 0, "rx": 0, "tx": 0, "rx_bytes": 0, "tx_bytes": 0,
+            "dropped": 0, "cb_errors": 0,
+        }
+
+        self._subs = {}  # topic -> [qos, connection number it was last sent on (0 = never)]
+        self._unsubs = set()  # removed while offline: the broker's session may still hold them
+        self._outbox = {}  # pid -> [seq, packet bytearray, connection number, sent ticks]
+        self._waiters = {}  # pid -> [Event, SUBACK codes or [] for UNSUBACK]
+        self._ack_ev = asyncio.Event()
+        self._lock = asyncio.Lock()  # one writer at a time on the stream
+        self._pid = 0
+        self._seq = 0
+        self._conn_no = 0
+        self._power_up = True
+        self._closing = False
+        self._lost = None  # reason the current connection ended, None while alive
+        self._reader = None
+        self._writer = None
+        self._parser = None
+        self._task = None
+        self._rx_task = None
+        self._cb_tasks = []  # on_connect runs; CPython holds tasks only weakly
+        self._last_rx = self._last_tx = self._last_ping = platform.ticks_ms()
+
+    # ---- public API ---------------------------------------------------------
+    async def connect(self, timeout_ms=None):
+        """Start the connection loop and wait until connected.
+
+        The loop keeps reconnecting until disconnect(); with ``timeout_ms`` this
+        raises MqttError (carrying the last failure) if not connected in time.
+        """
+        self._closing = False
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        if timeout_ms is None:
+            await self.connected_event.wait()
+            return
+        try:
+            await asyncio.wait_for(self.connected_event.wait(), timeout_ms / 1000)
+        except asyncio.TimeoutError:
+            raise MqttError("not connected after %d ms (%s)" % (timeout_ms, self.last_error))
+
+    async def disconnect(self):
+        """Send DISCONNECT (the broker then drops the will) and stop reconnecting."""
+        self._closing = True
+        if self.connected:
+            await self._send(P.DISCONNECT)
+        task = self._task
+        self._task = None
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        self._drop("disconnected by client")
+        await self._close_stream()
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        """Send a message; returns its packet id (0 for QoS 0).
+
+        QoS 1 is queued in the outbox until PUBACK, also while offline (it goes
+        out on reconnect); a QoS 0 message while offline is dropped and counted.
+        """
+        pid = self._new_pid() if qos == 1 else None
+        pkt = P.encode_publish(topic, payload, qos, retain, False, pid)
+        if len(pkt) > self.max_packet_size:
+            raise P.MqttProtocolError("publish of %d bytes exceeds the %d-byte limit"
+                                      % (len(pkt), self.max_packet_size))
+        if qos == 0:
+            if not (self.connected and await self._send(pkt)):
+                self.counters["dropped"] += 1
+            return 0
+        if len(self._outbox) >= self.max_outbox:
+            raise MqttError("outbox full (%d unacknowledged)" % len(self._outbox))
+        self._seq += 1
+        entry = [self._seq, pkt, 0, 0]
+        self._outbox[pid] = entry
+        if self.connected:
+            conn = self._conn_no
+            entry[2] = conn
+            entry[3] = platform.ticks_ms()
+            await self._send(pkt, conn)  # on failure it stays queued for the next connection
+        return pid
+
+    def pending(self):
+        """Number of QoS 1 messages not yet acknowledged."""
+        return len(self._outbox)
+
+    async def wait_acked(self, pid=None, timeout_ms=None):
+        """Wait until message ``pid`` (or every queued message) is acknowledged."""
+        start = platform.ticks_ms()
+        while (pid in self._outbox) if pid is not None else self._outbox:
+            ev = self._ack_ev
+            if timeout_ms is None:
+                await ev.wait()
+                continue
+            left = timeout_ms - platform.ticks_diff(platform.ticks_ms(), start)
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(ev.wait(), left / 1000)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def subscribe(self, topic, qos=0):
+        """Subscribe now and on every later connection.
+
+        Returns the granted QoS, or None when offline or when the SUBACK did not
+        arrive (the subscription is then sent on the next connection).
+        Raises MqttError if the broker refuses it.
+        """
+        P.encode_subscribe(1, [(topic, qos)])  # validate before remembering it
+        entry = [qos, 0]
+        self._subs[topic] = entry
+        self._unsubs.discard(topic)
+        if not self.connected:
+            return None
+        conn = self._conn_no
+        entry[1] = conn
+        codes = await self._request(P.encode_subscribe, [(topic, qos)], conn)
+        if codes is None:
+            if self._subs.get(topic) is entry:
+                entry[1] = 0
+            return None
+        if codes[0] == P.SUBACK_FAILURE:
+            if self._subs.get(topic) is entry:
+                del self._subs[topic]
+            raise MqttError("subscription to %s refused" % topic)
+        return codes[0]
+
+    async def unsubscribe(self, topic):
+        """Forget a subscription; True once the broker confirmed it."""
+        P.encode_unsubscribe(1, [topic])
+        self._subs.pop(topic, None)
+        if not self.connected:
+            self._unsubs.add(topic)
+            return False
+        if await self._request(P.encode_unsubscribe, [topic], self._conn_no) is None:
+            self._unsubs.add(topic)
+            return False
+        return True
+
+    # ---- connection loop ----------------------------------------------------
+    async def _run(self):
+        last_attempt = None
+        while not self._closing:
+            if last_attempt is not None:
+                since = platform.ticks_diff(platform.ticks_ms(), last_attempt)
+                await asyncio.sleep(self._backoff.next_delay_ms(since) / 1000)
+                if self._closing:
+                    break
+            last_attempt = platform.ticks_ms()
+            try:
+                await self._open()
+            except Exception as e:  # OSError, timeouts, refusals, protocol errors
+                self.counters["failures"] += 1
+                self._drop(_describe(e))
+                await self._close_stream()
+                continue
+            self._backoff.reset()
+            await self._serve()
+            await self._close_stream()
+
+    async def _handshake(self, clean):
+        """Open the socket, send CONNECT, return the accepting CONNACK."""
+        self._conn_no += 1
+        conn = self._conn_no
+        self._lost = None
+        self._parser = P.Parser(self.max_packet_size)
+        t = self.connect_timeout_ms / 1000
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), t)
+        if not await self._send(self._connect_clean if clean else self._connect_kept, conn):
+            raise MqttError(self._lost or "CONNECT not sent")
+        ack = await asyncio.wait_for(self._read_connack(), t)
+        if ack.code:
+            raise MqttError("connection refused: %s (code %d)"
+                            % (P.CONNACK_REASONS.get(ack.code, "reserved code"), ack.code))
+        return ack
+
+    async def _open(self):
+        if self._power_up and self.clean_session and not self.clean_after_outage:
+            # mqtt_as lesson: wipe what a previous run left at the broker, then
+            # open a session the broker keeps across outages. 3.1.1 can only do
+            # that with a clean connection followed by a persistent one.
+            await self._handshake(True)
+            await self._send(P.DISCONNECT)
+            await self._close_stream()
+            self._power_up = False
+        clean = self.clean_session if self._power_up else self.clean_after_outage
+        ack = await self._handshake(clean)
+        conn = self._conn_no
+        self._power_up = False
+        self.session_present = ack.session_present
+        now = platform.ticks_ms()
+        self._last_rx = self._last_tx = self._last_ping = now
+        self._rx_task = asyncio.create_task(self._rx_loop(conn))
+        await self._sync_session(conn)
+        if self._lost is not None:
+            raise MqttError(self._lost)
+        # No await between the last sync check and here: nothing can slip past.
+        self.connected = True
+        self.connected_event.set()
+        self.counters["connects"] += 1
+        if self.counters["connects"] > 1:
+            self.counters["reconnects"] += 1
+        if self.on_connect is not None:
+            self._cb_tasks = [t for t in self._cb_tasks if not t.done()]
+            self._cb_tasks.append(asyncio.create_task(self._call_on_connect(ack.session_present)))
+
+    async def _read_connack(self):
+        while True:
+            p = self._parser.next_packet()
+            if p is not None:
+                if p.type != P.CONNACK:
+                    raise P.MqttProtocolError("expected CONNACK, got packet type %d" % p.type)
+                return p
+            data = await self._reader.read(_RX_CHUNK)
+            if not data:
+                raise MqttError("connection closed before CONNACK")
+            self.counters["rx_bytes"] += len(data)
+            self._parser.feed(data)
+
+    async def _sync_session(self, conn):
+        """Restore subscriptions and resend unacknowledged messages (with DUP)."""
+        sp = self.session_present
+        if sp and self._unsubs:
+            topics = list(self._unsubs)
+            await self._send(P.encode_unsubscribe(self._new_pid(), topics), conn)
+        self._unsubs = set()
+        # Loop until nothing is left, so work queued meanwhile is not missed.
+        while self._lost is None:
+            todo = []
+            for topic, e in self._subs.items():
+                # With a kept session the broker still holds what it was sent before.
+                if e[1] != conn and not (sp and e[1]):
+                    todo.append((topic, e[0]))
+                    e[1] = conn
+                    if len(todo) == _SUBS_PER_PACKET:
+                        break
+            if todo:
+                await self._send(P.encode_subscribe(self._new_pid(), todo), conn)
+                continue
+            first = None
+            for e in self._outbox.values():
+                if e[2] != conn and (first is None or e[0] < first[0]):
+                    first = e
+            if first is None:
+                return
+            if first[2]:
+                first[1][0] |= 0x08  # DUP: this one went out on an earlier connection
+                self.counters["retransmits"] += 1
+            first[2] = conn
+            first[3] = platform.ticks_ms()
+            await self._send(first[1], conn)
+
+    async def _serve(self):
+        """Keepalive and retransmission while the connection lasts."""
+        conn = self._conn_no
+        while self._lost is None and not self._closing:
+            await asyncio.sleep(self._tick_ms / 1000)
+            if self._lost is not None or self._closing:
+                return
+            now = platform.ticks_ms()
+            if self.keepalive:
+                since_rx = platform.ticks_diff(now, self._last_rx)
+                if since_rx >= self.dead_after_ms:
+                    self.counters["dead"] += 1
+                    self._drop("broker silent for %d ms" % since_rx)
+                    return
+                iv = self.ping_interval_ms
+                # Ping when idle either way: the broker needs to hear from us,
+                # and we need to hear from it to know it is alive.
+                if platform.ticks_diff(now, self._last_ping) >= iv and (
+                        since_rx >= iv or platform.ticks_diff(now, self._last_tx) >= iv):
+                    self._last_ping = now
+                    self.counters["pings"] += 1
+                    await self._send(P.PINGREQ, conn)
+            due = []
+            for e in self._outbox.values():
+                if e[2] == conn and platform.ticks_diff(now, e[3]) >= self.retransmit_ms:
+                    due.append(e)
+            due.sort()
+            for e in due:
+                e[1][0] |= 0x08
+                e[3] = now
+                self.counters["retransmits"] += 1
+                if not await self._send(e[1], conn):
+                    break
+
+    async def _rx_loop(self, conn):
+        reader = self._reader
+        parser = self._parser
+        reason = "connection closed by broker"
+        try:
+            while True:
+                p = parser.next_packet()
+                if p is None:
+                    data = await reader.read(_RX_CHUNK)
+                    if not data:
+                        break
+                    self.counters["rx_bytes"] += len(data)
+                    parser.feed(data)
+                    continue
+                self._last_rx = platform.ticks_ms()
+                self.counters["rx"] += 1
+                await self._dispatch(p, conn)
+        except Exception as e:  # OSError, MqttProtocolError
+            reason = _describe(e)
+        if conn == self._conn_no:
+            self._drop(reason)
+
+    async def _dispatch(self, p, conn):
+        t = p.type
+        if t == P.PUBLISH:
+            cb = self.on_message
+            if cb is not None:
+                try:
+                    r = cb(p.topic, p.payload, p.retain)
+                    if _maybe_await(r):
+                        await r
+                except Exception as e:
+                    # Ack anyway: a message that always crashes the handler must
+                    # not be redelivered forever. A device crash mid-handler
+                    # leaves it unacknowledged, so the broker redelivers it.
+                    self.counters["cb_errors"] += 1
+                    platform.print_exception(e)
+            if p.qos:
+                await self._send(P.encode_puback(p.pid), conn)
+        elif t == P.PUBACK:
+            if self._outbox.pop(p.pid, None) is not None:
+                ev = self._ack_ev
+                self._ack_ev = asyncio.Event()
+                ev.set()
+        elif t == P.SUBACK or t == P.UNSUBACK:
+            w = self._waiters.pop(p.pid, None)
+            if w is not None:
+                w[1] = p.granted if t == P.SUBACK else []
+                w[0].set()
+            elif t == P.SUBACK and P.SUBACK_FAILURE in p.granted:
+                self.last_error = "resubscription refused by broker"
+        elif t == P.CONNACK:
+            raise P.MqttProtocolError("second CONNACK")
+        # PINGRESP: receiving it already refreshed _last_rx.
+
+    # ---- helpers ------------------------------------------------------------
+    async def _send(self, pkt, conn=None):
+        """Write one packet on connection ``conn``; False (and the connection
+        dropped) if it could not be written."""
+        async with self._lock:
+            if conn is None:
+                conn = self._conn_no
+            w = self._writer
+            if conn != self._conn_no or self._lost is not None or w is None:
+                return False
+            try:
+                w.write(pkt)
+                await asyncio.wait_for(w.drain(), self.connect_timeout_ms / 1000)
+            except Exception as e:
+                if conn == self._conn_no:
+                    self._drop("send failed: " + _describe(e))
+                return False
+        self._last_tx = platform.ticks_ms()
+        self.counters["tx"] += 1
+        self.counters["tx_bytes"] += len(pkt)
+        return True
+
+    async def _request(self, encode, topics, conn):
+        """Send SUBSCRIBE/UNSUBSCRIBE and wait for its ack; None if none came."""
+        pid = self._new_pid()
+        w = [asyncio.Event(), None]
+        self._waiters[pid] = w
+        if await self._send(encode(pid, topics), conn):
+            try:
+                await asyncio.wait_for(w[0].wait(), self.connect_timeout_ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+        self._waiters.pop(pid, None)
+        return w[1]
+
+    def _new_pid(self):
+        for _ in range(65535):
+            self._pid = self._pid % 65535 + 1
+            if self._pid not in self._outbox and self._pid not in self._waiters:
+                return self._pid
+        raise MqttError("no free packet id")
+
+    def _drop(self, reason):
+        """Mark the current connection dead and close its socket (idempotent)."""
+        if self._lost is None:
+            self._lost = reason
+            self.last_error = reason
+        if self.connected:
+            self.connected = False
+            self.connected_event.clear()
+        w = self._writer
+        if w is not None:
+            try:
+                w.close()
+            except Exception:
+                pass
+        for pid in list(self._waiters):  # wake subscribe()/unsubscribe() callers
+            self._waiters.pop(pid)[0].set()
+
+    async def _close_stream(self):
+        t = self._rx_task
+        self._rx_task = None
+        if t is not None and t is not asyncio.current_task() and not t.done():
+            t.cancel()
+        w = self._writer
+        self._writer = None
+        self._reader = None
+        if w is not None:
+            try:
+                w.close()
+                await asyncio.wait_for(w.wait_closed(), 1)
+            except Exception:
+                pass
+
+    async def _call_on_connect(self, session_present):
+        try:
+            r = self.on_connect(session_present)
+            if _maybe_await(r):
+                await r
+        except Exception as e:
+            self.counters["cb_errors"] += 1
+            platform.print_exception(e)

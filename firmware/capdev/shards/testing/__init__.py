@@ -1,0 +1,1 @@
+# Misbehaving shards that the CMM tests use to prove containment.

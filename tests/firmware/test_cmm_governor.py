@@ -1,0 +1,119 @@
+"""Governor parts: token bucket arithmetic, weighted CPU sharing, throttle-then-stop, heap checks."""
+
+MANUAL_CLOCK = """
+from capdev import platform
+class Clock:
+    def __init__(self):
+        self.t = 1000
+    def ticks_ms(self):
+        return self.t
+    def ticks_diff(self, a, b):
+        return platform.ticks_diff(a, b)
+"""
+
+
+def test_token_bucket_rate_burst_and_adjust(fw):
+    code = MANUAL_CLOCK + """
+import json
+from capdev.cmm.governor import TokenBucket
+c = Clock()
+b = TokenBucket(80, c)            # 80 kbit/s = 10000 B/s, 250 ms burst = 2500 B
+out = [b.available(), b.take(2500), b.take(1)]
+c.t += 100                        # 100 ms -> 1000 B
+out += [b.available(), b.take(1000), b.take(1)]
+for i in range(100):              # 100 x 1 ms: no rounding loss at low rates
+    c.t += 1
+out.append(b.available())
+slow = TokenBucket(1, c)          # 125 B/s: burst floor is one MTU
+out.append(slow.available())
+drained = slow.take(1500)
+c.t += 8                                        # 8 ms at 125 B/s = 1 B
+out.append([drained, slow.take(1), slow.take(1)])
+zero = TokenBucket(0, c)
+c.t += 10000
+out.append(zero.take(1))
+b.set_rate(800)                   # adjust: 100000 B/s, cap 25000 B
+c.t += 1000
+out.append(b.available())
+out += [b.passed, b.refused]
+print(json.dumps(out))
+"""
+    out = fw.run_json(code)
+    assert out[:3] == [2500, True, False]
+    assert out[3:6] == [1000, True, False]
+    assert out[6] == 1000
+    assert out[7] == 1500
+    assert out[8] == [True, True, False]
+    assert out[9] is False
+    assert out[10] == 25000
+    assert out[11] == 2500 + 1000 and out[12] == 2
+
+
+def test_cpu_time_is_shared_by_weight_under_contention(fw):
+    # Three always-due shards with weights 60/30/10 and equal 5 ms steps:
+    # the scheduler always runs the lowest pass; time must split 6:3:1.
+    code = MANUAL_CLOCK + """
+import json
+from capdev.cmm.governor import CpuScheduler
+s = CpuScheduler(capacity=100, tick_budget_ms=100)
+for key, w in (("a", 60), ("b", 30), ("c", 10)):
+    s.add(key, w, 0, 0)
+runs = {"a": 0, "b": 0, "c": 0}
+now = 0
+for i in range(1000):
+    key = s.due(now)[0]
+    runs[key] += 1
+    assert s.charge(key, 5, now) == "ok"
+print(json.dumps([runs, s.slots["a"].cpu_ms]))
+"""
+    runs, cpu_a = fw.run_json(code)
+    assert abs(runs["a"] - 600) <= 3 and abs(runs["b"] - 300) <= 3 and abs(runs["c"] - 100) <= 3
+    assert cpu_a == runs["a"] * 5
+
+
+def test_overrunning_step_is_throttled_then_stopped(fw):
+    code = """
+import json
+from capdev.cmm.governor import CpuScheduler
+s = CpuScheduler(capacity=100, tick_budget_ms=20, min_slice_ms=2, max_overruns=3, throttle_factor=8)
+s.add("hog", 10, 10, 0)
+s.add("ok", 50, 10, 0)
+out = [s.slice_ms(10), s.slice_ms(50), s.slice_ms(100)]
+out.append(s.charge("hog", 40, 0))            # overrun 1: paused 40*8 ms
+out.append([s.due(319), s.due(320)])
+out.append(s.charge("hog", 1, 320))           # a good step forgives
+out.append(s.charge("hog", 40, 330))          # overrun 1 again
+out.append(s.charge("hog", 40, 650))          # overrun 2: paused 40*16 ms
+out.append([s.slots["hog"].throttled_until, s.slots["hog"].throttles])
+out.append(s.charge("hog", 40, 1290))         # overrun 3: stop
+print(json.dumps(out))
+"""
+    out = fw.run_json(code)
+    assert out[:3] == [2, 10, 20]
+    assert out[3] == "throttle"
+    assert out[4] == [["ok"], ["hog", "ok"]] or out[4] == [["ok"], ["ok", "hog"]]
+    assert out[5] == "ok" and out[6] == "throttle" and out[7] == "throttle"
+    assert out[8] == [650 + 640, 3]
+    assert out[9] == "stop"
+
+
+def test_memory_governor_reports_what_it_can_enforce(fw):
+    code = """
+import json
+from capdev.cmm.governor import MemoryGovernor
+g = MemoryGovernor(16)
+free = g.free_kb()
+print(json.dumps([g.enforced, free, g.limit(32), g.floor(), g.before_load("s", 8),
+                  g.before_load("s", (free or 0) + 1), g.after_load("s", 40 * 1024, 32), g.after_load("s", 1024, 32)]))
+"""
+    enforced, free, limit, floor, fits, too_big, code_over, code_ok = fw.run_json(code, heap_kb=128)
+    if fw.runtime == "micropython":
+        assert enforced is True and free > 16 and limit == 32 and floor == 16
+        assert fits is None
+        assert "below the floor of 16 kb" in too_big
+        assert code_over == "heap: s code takes 40 kb, over its mem_kb 32"
+        assert code_ok is None
+    else:
+        assert enforced is False and free is None
+        assert limit == "unenforced" and floor == "unenforced"
+        assert fits is None and too_big is None and code_over is None and code_ok is None
