@@ -1,15 +1,15 @@
 # The two commands a new user needs: `make demo` and `make test`.
-# Each does its own set-up: a virtualenv with the pinned tools, and mosquitto.
+# Each does its own set-up: a virtualenv with the pinned tools, and the real
+# servers it drives (installed through apt when missing).
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test broker-bin clean bench-alloc bench-rnma bench-device
+.PHONY: setup system-deps test-deps demo test clean bench-alloc bench-rnma bench-device bench-shards
 
-setup: $(VENV)/.installed broker-bin
+setup: $(VENV)/.installed system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,19 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	touch $@
 
-# mosquitto is a real dependency of the demo and the tests: install it when missing.
-broker-bin:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
-	  echo "installing mosquitto (apt)"; \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto mosquitto-clients; }
+# Real servers, from Debian packages when missing: mosquitto for everything;
+# PostgreSQL (fleet store) and FreeRADIUS (RADIUS auth shard) for the tests.
+system-deps:
+	@sh tools/setup/mosquitto.sh
+
+test-deps:
+	@sh tools/setup/postgresql.sh
+	@sh tools/setup/freeradius.sh
 
 demo: setup
 	$(PY) -m capshard demo
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
@@ -41,3 +44,6 @@ bench-rnma: setup
 
 bench-device: setup
 	$(PY) tools/bench/bench_device.py
+
+bench-shards: setup
+	$(PY) tools/bench/bench_shards.py

@@ -1,40 +1,74 @@
-"""The provider service: MQTT I/O on paho-mqtt around the fleet state.
+"""The provider service: MQTT I/O (paho-mqtt) around the fleet store, and the
+reconciler that drives every device toward its desired profile.
 
-It listens to every device topic, answers a birth with the device's full
-desired profile (signed), and records acks and reported state. Anything it
-cannot accept is logged with the reason, counted, and dropped; the service
-keeps running.
+Inbound handlers only record what arrived and mark work on the device
+(sync / re-plan / check); a worker thread takes due work, rate-limited, and
+sends instructions. So a reconnect storm after a broker restart becomes a
+spread-out, bounded queue of full-state syncs instead of a burst.
+
+- birth: the device gets its full desired state (never trust it saw earlier
+  messages); a new device gets its first plan.
+- qos report: re-plan when the needs changed enough.
+- ack / state: close the instruction; if the device does not run what we
+  want and nothing is in flight, re-send the full state once per version.
+- unacked instructions are retried (same id: the device de-duplicates) with
+  backoff until their TTL, then TIMED_OUT.
+Anything it cannot accept is logged with the reason, counted, and dropped.
 """
 
 import logging
+import random
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 
 from .. import wire
-from .fleet import Fleet
+from .fleet import Fleet, profiles_match
+from .metrics import Metrics
+from .policy import PolicyError, StaticPolicy
+from .reconcile import ReconcileOptions, TokenBucket, backoff, full_state_ops, needs_changed
+from .store import (SUCCEEDED, TIMED_OUT, WORK_CHECK, WORK_REPLAN, WORK_SYNC, StaleWrite,
+                    StoreError)
 
 log = logging.getLogger("capshard.service")
+STALE_RETRIES = 5
 
 
 class ProviderService:
-    def __init__(self, host, port, keystore, desired_for, fleet=None,
-                 client_id="capshard-provider", username=None, password=None):
-        """``desired_for(device_id, birth) -> list of op dicts`` is the policy
-        that decides a device's profile at birth (the allocator in full)."""
+    def __init__(self, host, port, keystore, desired_for=None, fleet=None,
+                 client_id="capshard-provider", username=None, password=None, *,
+                 policy=None, options=None, metrics=None, share_group=None):
+        """``policy`` decides profiles (AllocatorPolicy for the real thing);
+        ``desired_for(device_id, birth) -> list of op dicts`` is the short form
+        of a StaticPolicy. ``fleet`` defaults to an in-memory SQLite store."""
+        if policy is None:
+            if desired_for is None:
+                raise ValueError("ProviderService needs a policy or a desired_for function")
+            policy = StaticPolicy(desired_for)
         self.host, self.port = host, port
         self.keystore = keystore
-        self.desired_for = desired_for
+        self.policy = policy
         self.fleet = fleet or Fleet()
+        self.store = self.fleet.store
+        self.opts = options or ReconcileOptions()
+        self.metrics = metrics or Metrics()
+        self.share_group = share_group
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311)
+                                  protocol=mqtt.MQTTv5 if share_group else mqtt.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._worker = None
+        self._bucket = TokenBucket(self.opts.rate_per_s, self.opts.burst)
+        self._renew_asked = {}
+        self._connects = 0
+        self._reconnected_at = None
         self.handlers = {
             "birth": self._on_birth,
             "ack": self._on_ack,
@@ -48,10 +82,19 @@ class ProviderService:
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self._connected.wait(timeout):
+            self.client.loop_stop()
             raise RuntimeError(f"provider could not connect to {self.host}:{self.port}")
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work_loop, name="capshard-reconciler", daemon=True)
+        self._worker.start()
         return self
 
     def stop(self):
+        self._stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(5)
+            self._worker = None
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -66,8 +109,19 @@ class ProviderService:
             log.error("broker refused the provider: %s", reason_code)
             return
         # One wildcard over all device topics, so a message on a topic we do
-        # not know is seen and reported instead of silently ignored.
-        client.subscribe(wire.PREFIX + "#", qos=1)
+        # not know is seen and reported instead of silently ignored. Several
+        # providers sharing a fleet split the messages with a shared subscription.
+        if self.share_group:
+            client.subscribe(f"$share/{self.share_group}/{wire.PREFIX}#", qos=1)
+            client.subscribe(wire.PREFIX + "+/state", qos=1)  # retained: not delivered to shared subscriptions
+        else:
+            client.subscribe(wire.PREFIX + "#", qos=1)
+        self._connects += 1
+        if self._connects > 1:
+            # We were away: births and acks sent meanwhile are lost. Every device
+            # seen online again (its retained state) gets its full state anew.
+            self._reconnected_at = time.time()
+            log.warning("provider reconnected to the broker: re-syncing devices as they show up")
         self._connected.set()
 
     # ---- inbound --------------------------------------------------------------
@@ -83,6 +137,7 @@ class ProviderService:
         except wire.WireError as e:
             text = f"rejected message on {message.topic}: {e}"
             log.warning(text)
+            self.metrics.rejected_messages.inc()
             self.fleet.record_error(text)
         except Exception as e:  # a bug in a handler must not stop the service
             log.exception("handler failed on %s", message.topic)
@@ -95,32 +150,253 @@ class ProviderService:
         if device_id not in self.keystore:
             raise wire.WireError(f"birth from unknown device {device_id!r}")
         self.fleet.record_birth(device_id, birth)
-        ops = self.desired_for(device_id, birth)
-        self.fleet.set_desired(device_id, {op["shard"]: op for op in ops})
-        # Never trust that the device saw earlier messages: always the full profile.
-        self.send_instruction(device_id, ops, full=True)
+        self.metrics.reports.labels("birth").inc()
+        # Spread the syncs of a reconnect storm; the rate limiter bounds them.
+        self._request(device_id, WORK_SYNC, random.uniform(0, self.opts.birth_jitter_s))
+        self._online_changed()
 
     def _on_ack(self, device_id, ack):
-        state = self.fleet.record_ack(device_id, ack)
-        if state != "SUCCEEDED":
+        state, before = self.fleet.record_ack(device_id, ack)
+        if before is not None:
+            self.metrics.instructions.labels(state).inc()
+            for r in ack.get("results") or []:
+                if r.get("code") == "activated":
+                    self.metrics.activations.labels(r.get("shard", "?")).inc()
+        if state != SUCCEEDED:
             log.warning("device %s: instruction %s %s: %s", device_id, ack.get("id"), state,
                         ack.get("reason") or ack.get("results"))
+        self._request(device_id, WORK_CHECK, self.opts.check_delay_s)
 
     def _on_state(self, device_id, state):
-        self.fleet.record_state(device_id, state)
+        if self.fleet.record_state(device_id, state):
+            rec = self.store.get_device(device_id)
+            if self._reconnected_at and (rec["born_at"] or 0) < self._reconnected_at \
+                    and device_id in self.keystore:
+                self._request(device_id, WORK_SYNC, random.uniform(0, self.opts.birth_jitter_s))
+            else:
+                self._request(device_id, WORK_CHECK, self.opts.check_delay_s)
+        self._online_changed()
 
     def _on_qos(self, device_id, report):
-        self.fleet.record_needs(device_id, report)
+        if not isinstance(report.get("classes"), dict):
+            raise wire.WireError(f"qos report from {device_id}: field 'classes' missing or wrong type")
+        old = self.fleet.record_needs(device_id, report)
+        self.metrics.reports.labels("qos").inc()
+        if needs_changed(old, report, self.opts.bw_change):
+            self._request(device_id, WORK_REPLAN, self.opts.replan_delay_s)
 
     def _on_health(self, device_id, health):
         self.fleet.record_health(device_id, health)
+        self.metrics.reports.labels("health").inc()
+        for ev in health.get("events") or []:
+            if isinstance(ev, dict) and ev.get("ev") == "failover":
+                self.metrics.failovers.labels(str(ev.get("shard"))).inc()
+                self.fleet.event(device_id, "failover", f"failover of {ev.get('shard')}: {ev.get('reason', '')}")
+
+    def _online_changed(self):
+        self.metrics.devices_online.set(self.store.count_online())
+
+    def _request(self, device_id, kinds, delay):
+        self.store.request_work(device_id, kinds, time.time() + delay)
+        self._wake.set()
+
+    # ---- operator actions -----------------------------------------------------
+    def set_desired(self, device_id, ops, expected_version=None, expires_at=None, why="set by operator"):
+        """Make ``ops`` the device's desired profile. With ``expected_version``
+        the write is refused (StaleWrite) if the profile changed since. The
+        device gets it now if online, else at its next birth."""
+        rec = self.fleet.device(device_id)
+        version = rec.desired_version if rec else 0
+        if expected_version is not None:
+            version = expected_version
+        profile = {op["shard"]: dict(op, op="activate") for op in ops}
+        new = self.store.write_desired(device_id, profile, version, time.time(), expires_at, [why])
+        self.fleet.event(device_id, "desired", f"desired v{new}: {why}")
+        self._request(device_id, WORK_SYNC, 0)
+        return new
+
+    def replan(self, device_ids=None):
+        """Re-plan these devices (default: every online one), spread over time."""
+        ids = device_ids if device_ids is not None else \
+            [d["device_id"] for d in self.store.list_devices() if d["online"]]
+        spread = len(ids) / max(self.opts.rate_per_s, 1e-6)
+        for device_id in ids:
+            self._request(device_id, WORK_REPLAN, random.uniform(0, spread))
+        return ids
+
+    def assign_agreement(self, device_id, tier, by="service"):
+        if tier not in self.policy.tiers():
+            raise PolicyError(f"unknown tier {tier!r} (known: {', '.join(self.policy.tiers())})")
+        if self.store.assign_agreement(device_id, tier, time.time(), by):
+            self.fleet.event(device_id, "agreement", f"agreement: tier {tier}")
+            self._request(device_id, WORK_REPLAN, 0)
+            return True
+        return False
+
+    def set_policy(self, policy):
+        """A new catalog or new agreements: every device is re-planned."""
+        self.policy = policy
+        return self.replan()
+
+    # ---- the reconciler ---------------------------------------------------------
+    def _work_loop(self):
+        while not self._stop.is_set():
+            self._wake.wait(self.opts.tick_s)
+            self._wake.clear()
+            try:
+                self.reconcile_once()
+            except Exception as e:  # keep reconciling; the store or broker may come back
+                log.exception("reconciler pass failed")
+                try:
+                    self.fleet.record_error(f"reconciler: {e!r}")
+                except StoreError:
+                    pass
+
+    def reconcile_once(self, now=None):
+        now = time.time() if now is None else now
+        self._retry_or_time_out(now)
+        for device_id in self.store.expiring(now + self.opts.renew_before_s):
+            rec = self.fleet.device(device_id)
+            if rec and self._renew_asked.get(device_id) != rec.desired_expires_at:
+                self._renew_asked[device_id] = rec.desired_expires_at
+                self._request(device_id, WORK_REPLAN, 0)
+        for w in self.store.due_work(now):
+            if not self._bucket.take():
+                self._wake.set()   # come back when a token is there
+                break
+            if self.store.claim_work(w["device_id"], w["pending"], w["pending_after"]):
+                try:
+                    self._process(w["device_id"], w["pending"])
+                except PolicyError as e:
+                    self.fleet.record_error(str(e))
+
+    def _retry_or_time_out(self, now):
+        for inst in self.store.due_retries(now):
+            if now >= inst["deadline"]:
+                why = f"no ack within {inst['ttl_s']} s after {inst['attempts']} attempt(s)"
+                if inst["superseded_by"]:
+                    why += f"; superseded by {inst['superseded_by']}"
+                if self.store.finish(inst["id"], TIMED_OUT, now, why) is not None:
+                    self.metrics.instructions.labels(TIMED_OUT).inc()
+                    self.fleet.event(inst["device_id"], "timeout", f"instruction {inst['id']} timed out: {why}")
+                continue
+            rec = self.fleet.device(inst["device_id"])
+            if inst["superseded_by"] or not (rec and rec.online):
+                # nothing to resend: the newer full state (or the next birth) covers it
+                self.store.claim_retry(inst["id"], inst["next_attempt_at"], inst["deadline"])
+                continue
+            if not self._bucket.take():
+                return
+            nxt = min(inst["deadline"], now + backoff(inst["attempts"] + 1, self.opts))
+            if self.store.claim_retry(inst["id"], inst["next_attempt_at"], nxt):
+                self._publish(inst["device_id"], _instruction_of(inst))
+                self.store.mark_sent(inst["id"], now, nxt)
+                self.metrics.instructions_sent.labels("retry").inc()
+                self.fleet.event(inst["device_id"], "retry",
+                                 f"instruction {inst['id']} seq {inst['seq']} re-sent (attempt {inst['attempts'] + 1})")
+
+    def _process(self, device_id, kinds):
+        started = time.monotonic()
+        now = time.time()
+        rec = self.fleet.device(device_id)
+        if rec is None or not rec.online or not rec.birth:
+            return  # its next birth brings it up to date (and says what board it is)
+        sync = bool(kinds & WORK_SYNC)
+        if not sync and self.store.open_unsuperseded(device_id):
+            # one instruction in flight per device: plan against what it reports
+            self.store.request_work(device_id, kinds, now + self.opts.in_flight_wait_s)
+            return
+        tier = self.store.agreement(device_id)
+        replan = bool(kinds & WORK_REPLAN) or rec.desired_version == 0 or \
+            (rec.desired_expires_at is not None and rec.desired_expires_at <= now)
+        changed, decision = False, None
+        if replan:
+            rec, changed, decision = self._replan(rec, tier, now)
+        if sync:
+            self._issue(rec, full_state_ops(rec.desired, rec.desired_expires_at, now), True, tier, now)
+        elif changed:
+            if decision.operations and not isinstance(self.policy, StaticPolicy):
+                self._issue(rec, decision.operations, False, tier, now)
+            else:
+                self._issue(rec, full_state_ops(rec.desired, rec.desired_expires_at, now), True, tier, now)
+        elif not profiles_match(rec.desired, rec.reported):
+            # drift (a lost message, a failed op, a manual change): one full re-send per version
+            if self._repair_allowed(device_id, rec.desired_version):
+                self.store.mark_repaired(device_id, rec.desired_version)
+                self.fleet.event(device_id, "drift", f"reported profile differs from desired v{rec.desired_version}: "
+                                                     "re-sending the full state")
+                self._issue(rec, full_state_ops(rec.desired, rec.desired_expires_at, now), True, tier, now)
+            else:
+                return
+        else:
+            return
+        self.metrics.decision_latency.observe(time.monotonic() - started)
+
+    def _repair_allowed(self, device_id, version):
+        row = self.store.get_device(device_id)
+        return row["repaired_version"] != version
+
+    def _replan(self, rec, tier, now):
+        """Decide, then write the desired profile against the version we read;
+        a concurrent writer makes us read again and decide again."""
+        for _ in range(STALE_RETRIES):
+            decision = self.policy.decide(rec, tier, now)
+            if profiles_match(rec.desired, decision.profile) and decision.expires_at == rec.desired_expires_at \
+                    and rec.desired_version > 0:
+                return rec, False, decision
+            try:
+                version = self.store.write_desired(rec.device_id, decision.profile, rec.desired_version, now,
+                                                   decision.expires_at, decision.explanations)
+            except StaleWrite:
+                self.metrics.stale_writes.inc()
+                rec = self.fleet.device(rec.device_id)
+                continue
+            if decision.preempted:
+                self.metrics.preemptions.inc(len(decision.preempted))
+            why = "; ".join(decision.explanations[:3]) or "new plan"
+            self.fleet.event(rec.device_id, "desired", f"desired v{version}: {why}")
+            return self.fleet.device(rec.device_id), True, decision
+        raise PolicyError(f"device {rec.device_id}: desired state kept changing under us "
+                          f"({STALE_RETRIES} stale writes)")
 
     # ---- outbound -------------------------------------------------------------
-    def send_instruction(self, device_id, ops, full=False, ttl_s=wire.DEFAULT_TTL_S):
+    def _issue(self, rec, ops, full, tier, now):
+        inst = wire.make_instruction(rec.device_id, self.store.next_seq(rec.device_id), ops, full, now,
+                                     self.opts.ttl_s)
+        self.store.add_instruction(inst, rec.desired_version, tier or self.policy.default_tier, now,
+                                   now + self.opts.ttl_s)
+        if full:
+            self.store.supersede_open(rec.device_id, inst["id"])
+        self._publish(rec.device_id, inst)
+        self.store.mark_sent(inst["id"], time.time(), now + backoff(1, self.opts))
+        self.metrics.instructions_sent.labels("full" if full else "delta").inc()
+        self.fleet.event(rec.device_id, "instruction", f"instruction {inst['id']} seq {inst['seq']} sent "
+                                                        f"({'full state' if full else f'{len(ops)} op(s)'})")
+        return inst
+
+    def _publish(self, device_id, instruction):
         kid, key = self.keystore.get(device_id)
-        instruction = wire.make_instruction(
-            device_id, self.fleet.next_seq(device_id), ops, full, time.time(), ttl_s)
-        self.fleet.record_sent(instruction)
         self.client.publish(wire.topic(device_id, wire.INSTRUCTION),
                             wire.sign_instruction(instruction, key, kid), qos=1)
-        return instruction
+
+    def send_instruction(self, device_id, ops, full=False, ttl_s=None):
+        """Send these operations now, outside the desired state (tests, tools).
+        The reconciler treats what the device then reports as drift."""
+        ttl_s = ttl_s or self.opts.ttl_s
+        now = time.time()
+        rec = self.fleet.device(device_id)
+        inst = wire.make_instruction(device_id, self.store.next_seq(device_id), ops, full, now, ttl_s)
+        self.store.add_instruction(inst, rec.desired_version if rec else 0, rec.tier if rec else None, now,
+                                   now + ttl_s)
+        self._publish(device_id, inst)
+        self.store.mark_sent(inst["id"], now, now + backoff(1, self.opts))
+        self.metrics.instructions_sent.labels("manual").inc()
+        self.fleet.event(device_id, "instruction", f"instruction {inst['id']} seq {inst['seq']} sent")
+        return inst
+
+
+def _instruction_of(row):
+    """The instruction exactly as first sent (same id, seq and iat)."""
+    return {"v": wire.VERSION, "dev": row["device_id"], "id": row["id"], "seq": row["seq"], "iat": row["iat"],
+            "ttl_s": row["ttl_s"], "full": bool(row["full_state"]), "ops": row["ops"]}
+
