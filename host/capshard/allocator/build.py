@@ -9,7 +9,7 @@ from .problem import Problem
 class Skeleton:
     """Need-independent structure of the problem for one tier on one board."""
 
-    def __init__(self, catalog, agreement, board):
+    def __init__(self, catalog, agreement, board, modules=None):
         self.refused = {}   # shard id -> why it can never be chosen here
         self.cache = {}     # the solver's value-independent structure
         candidates = []
@@ -19,6 +19,8 @@ class Skeleton:
                                      else f"not allowed by tier '{agreement.name}'")
             elif board not in shard.boards:
                 self.refused[sid] = f"does not run on board '{board}'"
+            elif modules is not None and shard.module not in modules:
+                self.refused[sid] = f"its code ({shard.module}) is not on the device"
             else:
                 candidates.append(sid)
         # Drop shards whose requirements cannot be met here, until nothing changes.
@@ -76,11 +78,12 @@ class Skeleton:
                        utility=list(utility), cache=cache)
 
 
-def skeleton(catalog, agreement, board):
-    key = ("skeleton", agreement.name, agreement.allowed, board)
+def skeleton(catalog, agreement, board, modules=None):
+    """``modules``: the shard code modules the device carries (None: any)."""
+    key = ("skeleton", agreement.name, agreement.allowed, board, modules)
     sk = catalog._cache.get(key)
     if sk is None:
-        sk = catalog._cache[key] = Skeleton(catalog, agreement, board)
+        sk = catalog._cache[key] = Skeleton(catalog, agreement, board, modules)
     return sk
 
 

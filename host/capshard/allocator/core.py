@@ -53,7 +53,7 @@ def baseline_plan(catalog, agreement, device, now=0.0):
 def allocate(catalog, agreement, device, needs, now, previous=None):
     """Decide the device's profile for these needs; return a Plan."""
     device = _check_inputs(catalog, agreement, device, needs)
-    sk = skeleton(catalog, agreement, device.board)
+    sk = skeleton(catalog, agreement, device.board, device.modules)
     capacity = tuple(min(a, b) for a, b in zip(device.capacity, agreement.caps))
     weights = NeedWeights(needs, agreement)
     scores = score(catalog, weights, sk.ids)
@@ -184,10 +184,15 @@ def _alternates(catalog, sk, selection, capacity, utility, current):
         running_alt = sk.index.get((current.get(sk.ids[i]) or {}).get("alt"))
         # the running alternate first, so small changes in needs do not churn it
         members = sk.slot_members[slot]
-        if running_alt in members:
-            members = [running_alt] + [j for j in members if j != running_alt]
+        if running_alt in members and running_alt != i and \
+                not any((running_alt, k) in sk.conflicts for k in others):
+            # Keep the running alternate while it is still a candidate: the
+            # device checks the budget again when it fails over, and
+            # re-picking it on every small change in needs is churn.
+            out[sk.ids[i]] = sk.ids[running_alt]
+            continue
         for j in members:
-            if j == i or (best is not None and (best == running_alt or utility[j] <= utility[best])):
+            if j == i or (best is not None and utility[j] <= utility[best]):
                 continue
             if any(used[d] - sk.costs[i][d] + sk.costs[j][d] > capacity[d] for d in range(3)):
                 continue

@@ -88,6 +88,7 @@ class DeviceState:
     board: str
     capacities: dict        # {"cpu": percent, "mem_kb": int, "bw_kbps": int}
     current: dict = field(default_factory=dict)   # shard id -> op-dict as running
+    modules: frozenset | None = None  # shard code modules on the device (None: any)
 
     @classmethod
     def from_dict(cls, data, source="device"):

@@ -1,25 +1,24 @@
-"""`capshard demo`: a private broker, the provider service and two devices
-running the real firmware (one under MicroPython, one under CPython), doing a
-signed instruction round trip; then a readable summary."""
+"""`capshard demo`: a small fleet on this machine, the whole idea in a minute.
+
+A private mosquitto, the provider service with the Dynamic Shard Allocator,
+and devices running the real firmware (one under MicroPython), fed synthetic
+traffic through scenarios: a game, a video call, a 4K stream, banking,
+congestion that forces preemption, and a shard that crashes and fails over.
+It checks every scenario's outcome, prints a summary and draws a PNG chart."""
 
 import os
 import shutil
 import tempfile
 import time
 
-from .. import localdev
-from ..broker import Mosquitto
-from ..keys import Keystore
-from ..service.policy import minimal_baseline
-from ..service.provider import ProviderService
-
-DEVICES = (("gw-esp32-sim", "micropython"), ("router-openwrt", "cpython"))
+from ..demo import chart, scenarios
+from ..demo.runner import DemoRun
 
 
 def register(sub):
     p = sub.add_parser("demo", help="run the end-to-end demo on this machine")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence")
-    p.add_argument("--keep", action="store_true", help="keep the working directory")
+    p.add_argument("--chart", default="capshard-demo.png", help="where to write the PNG chart")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (device logs)")
     p.set_defaults(func=run)
 
 
@@ -29,58 +28,40 @@ def _say(text):
 
 def run(args):
     workdir = tempfile.mkdtemp(prefix="capshard-demo-")
-    procs = []
-    ok = False
+    started = time.time()
+    demo = DemoRun(workdir, scenarios.DEVICES, scenarios.STEPS, say=_say)
     try:
-        with Mosquitto(workdir=os.path.join(workdir, "broker")) as broker:
-            _say(f"mosquitto listening on {broker.host}:{broker.port}")
-            keystore = Keystore()
-            with ProviderService(broker.host, broker.port, keystore,
-                                 minimal_baseline) as service:
-                _say("provider service connected")
-                for device_id, runtime in DEVICES:
-                    d = localdev.provision_dir(os.path.join(workdir, device_id), keystore,
-                                               device_id, broker.host, broker.port)
-                    procs.append((device_id, runtime, localdev.spawn_agent(runtime, d, heap_kb=256)))
-                    _say(f"device {device_id} started under {runtime}")
-                ok = service.fleet.wait_until(
-                    lambda f: all(_converged(f, d) for d, _ in DEVICES), args.timeout)
-                _summary(service.fleet, procs)
+        ok = demo.run()
     finally:
-        for _, _, p in procs:
-            localdev.stop(p)
         if args.keep:
             _say(f"working directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if not ok:
-        _say("FAILED: not every device converged to its desired profile")
-        return 1
-    _say("OK: every device runs its desired profile")
-    return 0
+    _summary(demo, time.time() - started)
+    path = chart.draw(demo.timeline, args.chart)
+    if path:
+        _say(f"chart of allocations over time: {os.path.abspath(path)}")
+    passed = sum(r.passed for r in demo.results)
+    _say(f"{'OK' if ok else 'FAILED'}: {passed} of {len(demo.results)} scenarios produced the expected allocation")
+    return 0 if ok else 1
 
 
-def _converged(fleet, device_id):
-    rec = fleet.devices.get(device_id)
-    return bool(rec and rec.online and rec.reported and rec.reported == rec.desired)
-
-
-def _summary(fleet, procs):
+def _summary(demo, seconds):
     print()
-    print(f"{'device':<16} {'runtime':<12} {'heap used':>10} {'desired':<14} {'reported':<14} instructions")
-    for device_id, runtime, _ in procs:
-        rec = fleet.devices.get(device_id)
-        if rec is None:
-            print(f"{device_id:<16} {runtime:<12} {'-':>10} {'(never joined)'}")
-            continue
-        heap = (rec.birth or {}).get("heap_used")
-        heap = f"{heap / 1024:.1f} KiB" if heap else "n/a"
-        states = [i.state for i in fleet.instructions.values() if i.device_id == device_id]
-        print(f"{device_id:<16} {runtime:<12} {heap:>10} {','.join(rec.desired) or '-':<14} "
-              f"{','.join(rec.reported) or '-':<14} {' '.join(states)}")
+    print(f"{'#':>2}  {'scenario':<58} {'device':<14} {'result':<7} {'took':>6}")
+    for i, r in enumerate(demo.results, 1):
+        print(f"{i:>2}  {r.title:<58} {r.device_id:<14} {'ok' if r.passed else 'FAILED':<7} {r.seconds:>5.1f}s")
+        if not r.passed:
+            print(f"      {r.detail}")
     print()
-    for t, device_id, text in fleet.events:
-        print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {device_id:<16} {text}")
-    for _, text in fleet.errors:
-        print(f"  error: {text}")
+    if demo.service is not None:
+        fleet = demo.service.fleet
+        print(f"{'device':<14} {'tier':<9} {'needs':<44} shards")
+        for dev in demo.devices:
+            rec = fleet.device(dev.device_id)
+            if rec is None:
+                continue
+            needs = ", ".join(sorted((rec.needs or {}).get("classes", {}))) or "-"
+            print(f"{dev.device_id:<14} {rec.tier or '-':<9} {needs:<44} {', '.join(sorted(rec.reported))}")
+    print(f"\ndemo ran for {seconds:.0f} s")
     print()

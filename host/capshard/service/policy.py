@@ -93,7 +93,9 @@ class AllocatorPolicy:
         birth = device.birth or {}
         board = self.board_aliases.get(birth.get("board"), birth.get("board"))
         try:
-            state = DeviceState(board, dict(birth.get("caps") or {}), dict(device.reported or {}))
+            modules = birth.get("shards")
+            state = DeviceState(board, dict(birth.get("caps") or {}), dict(device.reported or {}),
+                                frozenset(modules) if isinstance(modules, list) else None)
             needs = Needs.from_report(device.needs, f"qos report of {device.device_id}") \
                 if device.needs else Needs(dev=device.device_id)
             previous = {"expires_at": device.desired_expires_at} if device.desired_expires_at else None

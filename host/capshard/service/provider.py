@@ -353,6 +353,8 @@ class ProviderService:
                 continue
             if decision.preempted:
                 self.metrics.preemptions.inc(len(decision.preempted))
+                self.fleet.event(rec.device_id, "preempt",
+                                 "preempted " + ", ".join(sorted(decision.preempted)) + " to make room")
             why = "; ".join(decision.explanations[:3]) or "new plan"
             self.fleet.event(rec.device_id, "desired", f"desired v{version}: {why}")
             return self.fleet.device(rec.device_id), True, decision
