@@ -23,7 +23,7 @@ def test_plan_json_is_the_wire_form(capsys):
 def test_plan_text_shows_profile_and_reasons(capsys):
     assert main(["plan", "--agreement", "basic", "--device", DEVICE, "--needs", NEEDS, "--now", "0"]) == 0
     out = capsys.readouterr().out
-    assert "plan for a esp32s3 device on tier 'basic'" in out
+    assert "plan for a device on board 'esp32s3', tier 'basic'" in out
     assert "why:" in out and "not allowed by tier 'basic'" in out  # basic has no VPN
 
 

@@ -40,7 +40,7 @@ class Plan:
 
     def render(self):
         """A text view for operators."""
-        lines = [f"plan for a {self.board} device on tier '{self.tier}'"]
+        lines = [f"plan for a device on board '{self.board}', tier '{self.tier}'"]
         if self.expires_at is None:
             lines.append("profile: baseline only (no expiry)")
         else:
