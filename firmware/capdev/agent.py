@@ -1,14 +1,18 @@
 # The device agent: connects to the broker, announces itself, turns verified
 # instructions into the running profile, acks them and reports its state.
 # Usage: micropython -m capdev.agent BOARD.json DEVICE.json STATE_DIR
+#
+# Memory: the agent keeps only its hot path resident. Code used at boot
+# (config) or now and then (checking an instruction, applying ops, failures,
+# reports) is imported when needed and unloaded again by trim(); see
+# docs/performance.md for the figures.
 import asyncio
 import gc
 import sys
 
 import capdev
-from capdev import cbor, config, log, platform, protocol
+from capdev import cbor, log, platform, protocol
 from capdev.cmm.manager import ShardManager
-from capdev.cmm.pipeline import InstructionPipeline, Rejection
 from capdev.cmm.store import DeviceStore
 from capdev.mqtt.client import MqttClient
 
@@ -17,6 +21,12 @@ EVENT_POLL_MS = 1000
 EVENTS_PER_MESSAGE = 16  # keeps a health message well under the size cap
 TRAFFIC_PUMP_MS = 100
 TRAFFIC_TICK_MS = 1000
+# Imported on demand, unloaded by trim(): nothing resident may keep a
+# reference to them (an instance, a class or a function of theirs).
+CHECKING = ("capdev.cose", "capdev.schema", "capdev.cbor_decode")  # verifying an instruction
+APPLYING = ("capdev.cmm.ops", "capdev.cmm.loader")  # applying ops, starting shards
+COLD = CHECKING + APPLYING + ("capdev.cmm.pipeline", "capdev.cmm.leases", "capdev.cmm.reports",
+                              "capdev.rnma.dpi_names", "capdev.mqtt.session")
 
 
 class Agent:
@@ -31,11 +41,11 @@ class Agent:
         self.store = DeviceStore(state_dir + "/cmm-state.json").load()
         if self.store.load_error:
             log.error(self.store.load_error)
-        self.pipeline = InstructionPipeline(self.device_id, self._key_for, self.store)
         self.manager = ShardManager(board["capacities"], board["free_heap_floor_kb"])
         self.unknown_topics = 0
         self.client = None
         self.state_dir = state_dir
+        self.heap_peak = None  # highest heap_used sampled (after collections)
         self._restore()
 
     def _restore(self):
@@ -96,14 +106,36 @@ class Agent:
         return out
 
     def health(self, events):
+        shards = self.shard_summary()
+        self.trim()  # the heap figures below are the resident ones
         return {
             "v": protocol.VERSION,
             "dev": self.device_id,
             "t": platform.wall_time(),
             "events": events,
-            "shards": self.shard_summary(),
+            "shards": shards,
             "heap_free": platform.heap_free(),
+            "heap_used": self.heap_sample(),
+            "heap_peak": self.heap_peak,
         }
+
+    def trim(self, names=COLD):
+        """Unload those of ``names`` (cold modules) that are loaded; True if any was."""
+        found = False
+        for name in names:
+            if name in sys.modules:
+                capdev.unload(name)
+                found = True
+        if found:
+            gc.collect()
+        return found
+
+    def heap_sample(self):
+        """Heap in use after a collection; keeps the highest value seen."""
+        used = platform.heap_used()
+        if used is not None and (self.heap_peak is None or used > self.heap_peak):
+            self.heap_peak = used
+        return used
 
     async def send(self, kind, msg, retain=False):
         await self.client.publish(self.topic(kind), cbor.dumps(msg), 1, retain)
@@ -143,6 +175,7 @@ class Agent:
         await client.subscribe(self.topic(protocol.INSTRUCTION), 1)
         await self.send(protocol.BIRTH, self.birth())
         await self.send(protocol.STATE, self.state(), True)
+        self.trim()  # what connecting and reporting loaded
         log.info("connected to " + self.broker["host"] + ":" + str(self.broker["port"])
                  + " as " + self.device_id)
 
@@ -152,24 +185,43 @@ class Agent:
             self.unknown_topics += 1
             log.error("message on unexpected topic " + topic + " ignored")
             return
+        self.trim()  # room for the checking code, then for applying
+        from capdev.cmm.pipeline import InstructionPipeline, Rejection
+
+        pipeline = InstructionPipeline(self.device_id, self._key_for, self.store)
         try:
-            verdict, value = self.pipeline.receive(payload)
+            verdict, value = pipeline.receive(payload)
         except Rejection as r:
             log.warn("instruction rejected: " + r.reason)
-            await self.send(protocol.ACK, self.pipeline.reject_ack(r))
+            await self.send(protocol.ACK, pipeline.reject_ack(r))
             return
+        finally:
+            self.trim(CHECKING)  # before applying loads its own code
         if verdict == "duplicate":
             log.info("duplicate instruction " + str(value["id"]) + ": re-sending its ack")
             await self.send(protocol.ACK, value)
             return
         results = self.apply(value)
-        ack = self.pipeline.commit(value, results)
+        self.trim(APPLYING)  # before the commit writes the state file
+        ack = pipeline.commit(value, results)
+        pipeline = None
         log.info("applied instruction " + value["id"] + " seq " + str(value["seq"])
                  + ": " + str(len(results)) + " result(s)")
         await self.send(protocol.ACK, ack)
         await self.send(protocol.STATE, self.state(), True)
+        self.heap_sample()
 
     async def run(self):
+        rnma = None
+        if "synthetic" in self.board["traffic_sources"]:
+            # Built before connecting: the flow table is one large block, most
+            # easily found in a fresh heap, and importing the monitor then
+            # does not overlap the first instruction's work.
+            self.trim()
+            try:
+                rnma = self.start_monitoring()
+            except Exception as e:
+                log.error("traffic monitoring failed to start: " + type(e).__name__ + ": " + str(e))
         will = (self.topic(protocol.STATE),
                 cbor.dumps({"v": protocol.VERSION, "dev": self.device_id, "online": False}), 1, True)
         self.client = MqttClient(
@@ -179,12 +231,14 @@ class Agent:
         )
         self.client.on_connect = self.on_connect
         self.client.on_message = self.on_message
+        self.trim()
         await self.client.connect()
         shards_task = asyncio.create_task(self.manager.run())
         traffic_task = None
         if "synthetic" in self.board["traffic_sources"]:
-            traffic_task = asyncio.create_task(self.keep_monitoring())
-        gc.collect()
+            traffic_task = asyncio.create_task(self.keep_monitoring(rnma))
+        rnma = None
+        self.trim()
         log.info("started: heap_used=" + str(platform.heap_used()) + " heap_free=" + str(platform.heap_free()))
         await self.watch(shards_task)
 
@@ -196,6 +250,8 @@ class Agent:
         while not shards_task.done():
             await asyncio.sleep(EVENT_POLL_MS / 1000)
             now = platform.ticks_ms()
+            self.trim()
+            self.heap_sample()
             if self.client.connected:
                 lost_since = None
             else:
@@ -210,23 +266,28 @@ class Agent:
                 last_health = now
                 await self.publish_health(events)
 
-    async def keep_monitoring(self):
+    async def keep_monitoring(self, rnma=None):
         """A failure in monitoring must not take the device down: log it,
-        wait, start again (instructions and shards carry on meanwhile)."""
+        wait, start again (instructions and shards carry on meanwhile).
+        ``rnma``: (monitor, traffic) already built, or None."""
         delay_ms = 1000
         while True:
             try:
-                await self.monitor_traffic()
+                if rnma is None:
+                    rnma = self.start_monitoring()
+                monitor, traffic = rnma
+                rnma = None
+                await self.monitor_traffic(monitor, traffic)
             except Exception as e:
                 log.error("traffic monitoring failed, restarting in " + str(delay_ms) + " ms: "
                           + type(e).__name__ + ": " + str(e))
+            monitor = traffic = None
             gc.collect()
             await asyncio.sleep(delay_ms / 1000)
             delay_ms = min(delay_ms * 2, 60000)
 
-    async def monitor_traffic(self):
-        """The monitoring agent on synthetic traffic: classify, and report
-        needs to the provider when they change."""
+    def start_monitoring(self):
+        """The monitoring agent on synthetic traffic: (monitor, traffic source)."""
         # Imported here: a board without a traffic source never pays for it.
         from capdev.rnma.live import SyntheticTraffic
         from capdev.rnma.monitor import Monitor
@@ -237,6 +298,11 @@ class Agent:
                                opts.get("report_max_interval_ms", 300000), opts.get("hold_ms", 30000))
         monitor = Monitor(self.device_id, opts.get("max_flows", 64), report=report)
         traffic = SyntheticTraffic(self.state_dir + "/traffic.json")
+        traffic.pump(monitor, 0)  # starts the shapes now: their buffers come from a fresh heap
+        return monitor, traffic
+
+    async def monitor_traffic(self, monitor, traffic):
+        """Classify the traffic, and report needs to the provider when they change."""
         clock = 0  # ms since start, never wraps
         last = platform.ticks_ms()
         next_tick = TRAFFIC_TICK_MS
@@ -249,6 +315,7 @@ class Agent:
             if clock >= next_tick:
                 next_tick = clock + TRAFFIC_TICK_MS
                 needs = traffic.tick(monitor, clock)
+                self.heap_sample()
                 if needs is not None:  # queued by the client while offline
                     await self.send(protocol.QOS, needs)
 
@@ -258,21 +325,31 @@ class Agent:
         if events:
             self._record_profile()
             await self.send(protocol.STATE, self.state(), True)
+            self.trim()
 
 
-def _result(shard, op, code, reason):
-    return {"shard": shard, "op": op, "code": code, "reason": reason}
+def load_config(board_path, ident_path):
+    """(board, identity) read and checked at boot, or (None, reason). The
+    config code is unloaded afterwards: it is not needed again until reboot."""
+    from capdev import config
+
+    try:
+        return config.load_board(board_path), config.load_identity(ident_path)
+    except config.ConfigError as e:
+        return None, str(e)
+    finally:
+        config = None
+        capdev.unload("capdev.config")
+        gc.collect()
 
 
 def main(argv):
     if len(argv) != 3:
         print("usage: capdev.agent BOARD.json DEVICE.json STATE_DIR")
         return 2
-    try:
-        board = config.load_board(argv[0])
-        ident = config.load_identity(argv[1])
-    except config.ConfigError as e:
-        log.error("boot stopped: " + str(e))
+    board, ident = load_config(argv[0], argv[1])
+    if board is None:
+        log.error("boot stopped: " + ident)
         return 1
     asyncio.run(Agent(board, ident, argv[2]).run())
     return 0

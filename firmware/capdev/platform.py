@@ -1,5 +1,6 @@
 # The only module that knows which runtime it is on.
 # Everything else imports time, crypto and file helpers from here.
+import json
 import os
 import sys
 import time
@@ -100,7 +101,6 @@ def unhexlify(text):
 
 if IS_MICROPYTHON:
     _BLOCK = const(64)
-    _IPAD = bytes(0x36 for _ in range(64))
 
     def hmac_sha256(key, msg):
         # RFC 2104 on top of hashlib; MicroPython has no hmac module.
@@ -188,9 +188,22 @@ def atomic_write(path, data):
     Write a temporary sibling, flush it, then rename over the target (rename is
     atomic on POSIX and on LittleFS).
     """
+    _replace(path, "wb", data)
+
+
+def atomic_write_json(path, obj):
+    """atomic_write of ``obj`` as JSON, streamed into the file so the whole
+    text never has to fit the heap at once."""
+    _replace(path, "w", obj)
+
+
+def _replace(path, mode, content):
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
+    with open(tmp, mode) as f:
+        if mode == "w":
+            json.dump(content, f)
+        else:
+            f.write(content)
         f.flush()
         if hasattr(os, "fsync"):
             os.fsync(f.fileno())

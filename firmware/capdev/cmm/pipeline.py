@@ -2,7 +2,7 @@
 # well-formed instruction, or a rejection ack with a reason. Pure apart from
 # the store it persists through; the caller applies the operations and then
 # calls commit() with the per-operation results.
-from capdev import cbor, cose, platform, protocol
+from capdev import cbor, platform, protocol
 
 
 class Rejection(Exception):
@@ -14,29 +14,37 @@ class Rejection(Exception):
 
 
 class InstructionPipeline:
-    """``keys`` maps a key id (bytes) to the device key, or returns None."""
+    """``keys`` maps a key id (bytes) to the device key, or returns None.
+
+    Its state lives in the store (so a device can build a pipeline per
+    message and unload this code in between): the rejection counts and the
+    provider clock reference, besides what the store persists."""
 
     def __init__(self, device_id, keys, store, clock=platform):
         self.device_id = device_id
         self.keys = keys
         self.store = store
         self.clock = clock
-        self.rejected = {}  # rejection kind -> count
-        self._iat_ref = None  # provider clock at the last accepted instruction
-        self._ticks_ref = 0
+        self.rejected = store.rejected  # rejection kind -> count
 
     # ---- provider clock estimate ------------------------------------------
     def provider_now(self):
         """Provider wall time as this device can vouch for it without a clock of
         its own: the newest issue time seen plus the ticks elapsed since."""
-        if self._iat_ref is None:
-            return self.store.last_iat or None
-        elapsed = self.clock.ticks_diff(self.clock.ticks_ms(), self._ticks_ref) // 1000
-        return self._iat_ref + elapsed
+        store = self.store
+        if store.iat_ref is None:
+            return store.last_iat or None
+        elapsed = self.clock.ticks_diff(self.clock.ticks_ms(), store.ticks_ref) // 1000
+        return store.iat_ref + elapsed
 
     # ---- steps ------------------------------------------------------------
     def receive(self, raw):
-        """Return ("accept", msg) or ("duplicate", ack); raise Rejection."""
+        """Return ("accept", msg) or ("duplicate", ack); raise Rejection.
+
+        The checking code (cose, schema, the CBOR decoder) is imported here,
+        not by the module, so a device can unload it as soon as this returns."""
+        from capdev import cose, schema
+
         if len(raw) > protocol.MAX_INSTRUCTION_BYTES:
             raise Rejection("oversize", "instruction larger than "
                             + str(protocol.MAX_INSTRUCTION_BYTES) + " bytes")
@@ -49,8 +57,8 @@ class InstructionPipeline:
         except cbor.CBORError as e:
             raise Rejection("malformed", "malformed payload: " + str(e))
         try:
-            protocol.check_instruction(msg)
-        except protocol.SchemaError as e:
+            schema.check_instruction(msg)
+        except schema.SchemaError as e:
             raise Rejection("schema", str(e), msg if isinstance(msg, dict) else None)
         if msg["dev"] != self.device_id:
             raise Rejection("misaddressed", "instruction addressed to another device", msg)
@@ -81,9 +89,9 @@ class InstructionPipeline:
             store.last_iat = msg["iat"]
         store.remember(msg["id"], ack)
         store.save()
-        if self._iat_ref is None or msg["iat"] >= self.provider_now():
-            self._iat_ref = msg["iat"]
-            self._ticks_ref = self.clock.ticks_ms()
+        if store.iat_ref is None or msg["iat"] >= self.provider_now():
+            store.iat_ref = msg["iat"]
+            store.ticks_ref = self.clock.ticks_ms()
         return ack
 
 

@@ -4,7 +4,7 @@
 # active profile. Written atomically: a kill -9 mid-write leaves old or new.
 import json
 
-from capdev import platform
+from capdev import cbor, platform
 
 RECENT_IDS = 8
 
@@ -14,10 +14,17 @@ class DeviceStore:
         self.path = path
         self.last_seq = 0
         self.last_iat = 0
-        self.recent = []  # [[instruction id, ack], ...], oldest first
+        # [[instruction id, ack as CBOR bytes], ...], oldest first: an encoded
+        # ack takes a fifth of the heap of the dict (decoded only when needed).
+        self.recent = []
         self.profile = {}  # shard id -> op dict as applied
         self.baseline = []  # ops of the agreement's baseline profile
         self.load_error = None
+        # Not persisted: the instruction pipeline's counters and its reference
+        # for the provider's clock (the newest issue time and the ticks then).
+        self.rejected = {}
+        self.iat_ref = None
+        self.ticks_ref = 0
 
     def load(self):
         raw = platform.read_file(self.path)
@@ -27,7 +34,7 @@ class DeviceStore:
             data = json.loads(raw)
             self.last_seq = int(data["last_seq"])
             self.last_iat = int(data["last_iat"])
-            self.recent = list(data["recent"])
+            self.recent = [[iid, cbor.dumps(ack)] for iid, ack in data["recent"]]
             self.profile = dict(data["profile"])
             self.baseline = list(data.get("baseline", []))
         except (ValueError, KeyError, TypeError) as e:
@@ -40,19 +47,20 @@ class DeviceStore:
         data = {
             "last_seq": self.last_seq,
             "last_iat": self.last_iat,
-            "recent": self.recent,
+            "recent": [[iid, cbor.loads(ack)] for iid, ack in self.recent],
             "profile": self.profile,
             "baseline": self.baseline,
         }
-        platform.atomic_write(self.path, json.dumps(data).encode())
+        platform.atomic_write_json(self.path, data)
 
     def cached_ack(self, instruction_id):
         for iid, ack in self.recent:
             if iid == instruction_id:
-                return ack
+                return cbor.loads(ack)
         return None
 
     def remember(self, instruction_id, ack):
-        self.recent.append([instruction_id, ack])
+        self.recent.append([instruction_id, cbor.dumps(ack)])
         if len(self.recent) > RECENT_IDS:
             self.recent.pop(0)
+

@@ -38,9 +38,10 @@ class MqttClient:
                  max_backoff_ms=30000, base_backoff_ms=500, min_interval_ms=1000,
                  connect_timeout_ms=5000, retransmit_ms=5000, ping_interval_ms=None,
                  dead_after_ms=None, max_packet_size=P.DEFAULT_MAX_PACKET, max_outbox=32,
-                 on_message=None, on_connect=None, random_below=None):
+                 on_message=None, on_connect=None, random_below=None, ssl=None):
         self.host = host
         self.port = port
+        self.ssl = ssl  # an ssl.SSLContext for MQTT over TLS, or None for plain TCP
         self.keepalive = keepalive
         # mqtt_as lesson: a fresh session at power-up, but keep the broker's
         # session (queued QoS 1 messages) across outages if asked to.
@@ -240,7 +241,7 @@ class MqttClient:
         self._parser = P.Parser(self.max_packet_size)
         t = self.connect_timeout_ms / 1000
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), t)
+            asyncio.open_connection(self.host, self.port, ssl=self.ssl), t)
         if not await self._send(self._connect_clean if clean else self._connect_kept, conn):
             raise MqttError(self._lost or "CONNECT not sent")
         ack = await asyncio.wait_for(self._read_connack(), t)

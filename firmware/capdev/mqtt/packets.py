@@ -3,6 +3,7 @@
 # Only the client side is covered: we encode what a client sends and decode
 # what a broker sends to a client that uses QoS 0 and 1.
 # Every bad input, in either direction, raises MqttProtocolError with a reason.
+# CONNECT/SUBSCRIBE/UNSUBSCRIBE are in session.py, reached through this module.
 from capdev.platform import const
 
 CONNECT = const(1)
@@ -24,16 +25,6 @@ PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
 
 SUBACK_FAILURE = const(0x80)
-
-# CONNACK return codes 1..5 (spec 3.2.2.3), for error messages.
-CONNACK_REASONS = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
 
 class MqttProtocolError(ValueError):
     """A packet that breaks MQTT 3.1.1 (or our limits); the reason says how."""
@@ -116,12 +107,6 @@ def _utf8(s, what):
     return b
 
 
-def _field(b, out):
-    out.append(len(b) >> 8)
-    out.append(len(b) & 0xFF)
-    out.extend(b)
-
-
 def _payload(payload):
     if isinstance(payload, str):
         return payload.encode()
@@ -152,71 +137,7 @@ def _check_topic_name(topic):
     return b
 
 
-def _check_filter(topic):
-    b = _utf8(topic, "topic filter")
-    if not b:
-        raise MqttProtocolError("topic filter is empty")
-    levels = b.split(b"/")
-    for i in range(len(levels)):
-        lvl = levels[i]
-        if b"#" in lvl and (lvl != b"#" or i != len(levels) - 1):
-            raise MqttProtocolError("'#' must be a whole last level")
-        if b"+" in lvl and lvl != b"+":
-            raise MqttProtocolError("'+' must be a whole level")
-    return b
-
-
-def _frame(first, body):
-    out = bytearray()
-    out.append(first)
-    out.extend(encode_length(len(body)))
-    out.extend(body)
-    return bytes(out)
-
-
 # ---- encoders (client -> broker) --------------------------------------------
-def encode_connect(client_id, user=None, password=None, clean_session=True,
-                   keepalive=30, will=None):
-    """CONNECT (spec 3.1). ``will`` is (topic, payload, qos, retain) or None."""
-    if not isinstance(keepalive, int) or keepalive < 0 or keepalive > 65535:
-        raise MqttProtocolError("keepalive must be 0..65535 seconds")
-    cid = _utf8(client_id, "client id")
-    if not cid and not clean_session:
-        raise MqttProtocolError("an empty client id needs clean_session")
-    flags = 0x02 if clean_session else 0
-    tail = bytearray()
-    _field(cid, tail)
-    if will is not None:
-        try:
-            w_topic, w_payload, w_qos, w_retain = will
-        except (TypeError, ValueError):
-            raise MqttProtocolError("will must be (topic, payload, qos, retain)")
-        _check_qos(w_qos, "will")
-        _field(_check_topic_name(w_topic), tail)
-        w = _payload(w_payload)
-        if len(w) > 65535:
-            raise MqttProtocolError("will payload longer than 65535 bytes")
-        _field(w, tail)
-        flags |= 0x04 | (w_qos << 3) | (0x20 if w_retain else 0)
-    if password is not None and user is None:
-        raise MqttProtocolError("a password needs a user name")
-    if user is not None:
-        _field(_utf8(user, "user name"), tail)
-        flags |= 0x80
-    if password is not None:
-        pw = _payload(password)
-        if len(pw) > 65535:
-            raise MqttProtocolError("password longer than 65535 bytes")
-        _field(pw, tail)
-        flags |= 0x40
-    body = bytearray(b"\x00\x04MQTT\x04")
-    body.append(flags)
-    body.append(keepalive >> 8)
-    body.append(keepalive & 0xFF)
-    body.extend(tail)
-    return _frame(0x10, body)
-
-
 def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=None):
     """PUBLISH (spec 3.3); ``pid`` is required for QoS 1 and forbidden for QoS 0."""
     _check_qos(qos, "publish")
@@ -247,38 +168,6 @@ def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=None):
         i += 2
     out[i:] = p
     return out  # a bytearray: the client flips the DUP bit in place on resend
-
-
-def encode_subscribe(pid, topics):
-    """SUBSCRIBE (spec 3.8): ``topics`` is a list of (filter, qos)."""
-    _check_pid(pid)
-    if not topics:
-        raise MqttProtocolError("SUBSCRIBE needs at least one topic")
-    body = bytearray()
-    body.append(pid >> 8)
-    body.append(pid & 0xFF)
-    for item in topics:
-        try:
-            topic, qos = item
-        except (TypeError, ValueError):
-            raise MqttProtocolError("subscription must be (topic, qos)")
-        _check_qos(qos, "subscription")
-        _field(_check_filter(topic), body)
-        body.append(qos)
-    return _frame(0x82, body)
-
-
-def encode_unsubscribe(pid, topics):
-    """UNSUBSCRIBE (spec 3.10): ``topics`` is a list of filters."""
-    _check_pid(pid)
-    if not topics:
-        raise MqttProtocolError("UNSUBSCRIBE needs at least one topic")
-    body = bytearray()
-    body.append(pid >> 8)
-    body.append(pid & 0xFF)
-    for topic in topics:
-        _field(_check_filter(topic), body)
-    return _frame(0xA2, body)
 
 
 def encode_puback(pid):
@@ -420,3 +309,18 @@ class Parser:
         body = memoryview(buf)[pos + 1 + nlen:pos + total]
         self._pos = pos + total
         return decode_packet(first, body)
+
+
+def __getattr__(name):
+    # encode_connect, encode_subscribe, encode_unsubscribe, CONNACK_REASONS:
+    # the connection set-up half, in session.py, loaded on first use.
+    import sys
+
+    import capdev.mqtt.session  # by full name: capdev.mqtt's own __getattr__ must not see "session"
+
+    return getattr(sys.modules["capdev.mqtt.session"], name)
+
+
+# Loaded with the codec so a caller measuring the heap sees it from the start;
+# the device agent unloads it again between connections (agent.Agent.trim).
+__import__("capdev.mqtt.session")

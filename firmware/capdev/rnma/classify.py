@@ -1,63 +1,71 @@
 # Flow -> RFC 4594 class with a confidence (0..100). Evidence from payload
 # signatures, names (SNI, HTTP Host, DNS), service ports, DSCP marks and
 # behaviour is weighed by confidence; the strongest piece wins. Rules are
-# scanned, not compiled, so the classifier adds no heap beyond the rule lists.
+# scanned in their compact form (rules.py), so the classifier adds no heap.
+from capdev.platform import const
 from capdev.rnma import dpi
 from capdev.rnma import flows as ft
-from capdev.rnma.rules import CLASSES
+from capdev.rnma.rules import ANY, compiled, matches
 
-TELEPHONY = 0
-SIGNALING = 1
-CONFERENCING = 2
-INTERACTIVE = 3
-STREAMING = 4
-BROADCAST = 5
-LOW_LATENCY = 6
-OAM = 7
-BULK = 8
-STANDARD = 9
-LOW_PRIORITY = 10
-NETWORK_CONTROL = 11
-TUNNEL = 12
+# The flow table's slot layout (flows.py), as private constants: they cost
+# no RAM in a .mpy. Keep in step with flows.py.
+_F_BDN = const(5)
+_F_BUP = const(4)
+_F_DSCP = const(12)
+_F_FIRST = const(0)
+_F_HINT = const(25)
+_F_LARGE = const(10)
+_F_LAST = const(1)
+_F_NAME = const(31)
+_F_PDN = const(3)
+_F_PUP = const(2)
+_F_RUNS = const(22)
+_F_SIGS = const(16)
+_F_STATE = const(15)
+_F_WEAK = const(18)
+_NFIELDS = const(32)
+_ST_CLIENT_LOW = const(1)
+
+_TELEPHONY = const(0)
+_SIGNALING = const(1)
+_CONFERENCING = const(2)
+_INTERACTIVE = const(3)
+_STREAMING = const(4)
+_BROADCAST = const(5)
+_LOW_LATENCY = const(6)
+_OAM = const(7)
+BULK = const(8)  # public: the monitor uses it
+_STANDARD = const(9)
+_LOW_PRIORITY = const(10)
+_NETWORK_CONTROL = const(11)
+_TUNNEL = const(12)
 
 LEVELS = ("none", "integrity", "confidentiality")
 
 # RFC 4594 DSCP -> class (marks can be stale, so they are weak evidence).
-_DSCP = {46: TELEPHONY, 40: SIGNALING, 34: CONFERENCING, 36: CONFERENCING, 38: CONFERENCING,
-         32: INTERACTIVE, 26: STREAMING, 28: STREAMING, 30: STREAMING, 24: BROADCAST,
-         18: LOW_LATENCY, 20: LOW_LATENCY, 22: LOW_LATENCY, 16: OAM, 10: BULK, 12: BULK,
-         14: BULK, 8: LOW_PRIORITY, 48: NETWORK_CONTROL, 56: NETWORK_CONTROL}
+_DSCP = {46: _TELEPHONY, 40: _SIGNALING, 34: _CONFERENCING, 36: _CONFERENCING, 38: _CONFERENCING,
+         32: _INTERACTIVE, 26: _STREAMING, 28: _STREAMING, 30: _STREAMING, 24: _BROADCAST,
+         18: _LOW_LATENCY, 20: _LOW_LATENCY, 22: _LOW_LATENCY, 16: _OAM, 10: BULK, 12: BULK,
+         14: BULK, 8: _LOW_PRIORITY, 48: _NETWORK_CONTROL, 56: _NETWORK_CONTROL}
 
 _STRONG_SIGS = (
-    (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA, LOW_PRIORITY, 95, "p2p protocol"),
-    (dpi.SIG_WIREGUARD | dpi.SIG_TAILSCALE | dpi.SIG_OPENVPN, TUNNEL, 90, "vpn protocol"),
-    (dpi.SIG_RAKNET, INTERACTIVE, 90, "game protocol"),
-    (dpi.SIG_TEAMSPEAK | dpi.SIG_DISCORD, TELEPHONY, 85, "voice chat protocol"),
-    (dpi.SIG_RTMP, STREAMING, 90, "rtmp"),
-    (dpi.SIG_HTTP_MEDIA, STREAMING, 85, "http media"),
+    (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA, _LOW_PRIORITY, 95, "p2p protocol"),
+    (dpi.SIG_WIREGUARD | dpi.SIG_TAILSCALE | dpi.SIG_OPENVPN, _TUNNEL, 90, "vpn protocol"),
+    (dpi.SIG_RAKNET, _INTERACTIVE, 90, "game protocol"),
+    (dpi.SIG_TEAMSPEAK | dpi.SIG_DISCORD, _TELEPHONY, 85, "voice chat protocol"),
+    (dpi.SIG_RTMP, _STREAMING, 90, "rtmp"),
+    (dpi.SIG_HTTP_MEDIA, _STREAMING, 85, "http media"),
     (dpi.SIG_HTTP_DOWNLOAD, BULK, 85, "http download"),
-    (dpi.SIG_DNS, NETWORK_CONTROL, 95, "dns"),
-    (dpi.SIG_SIP, SIGNALING, 85, "sip"),
-    (dpi.SIG_SSH, OAM, 75, "ssh"),
+    (dpi.SIG_DNS, _NETWORK_CONTROL, 95, "dns"),
+    (dpi.SIG_SIP, _SIGNALING, 85, "sip"),
+    (dpi.SIG_SSH, _OAM, 75, "ssh"),
 )
 _WEB = dpi.SIG_TLS | dpi.SIG_HTTP | dpi.SIG_QUIC
 
 
-def class_index(name):
-    for i in range(len(CLASSES)):
-        if CLASSES[i] == name:
-            return i
-    raise ValueError("unknown QoS class '" + str(name) + "'")
-
-
-def name_matches(name, pattern):
-    if pattern[0] == "~":
-        return pattern[1:] in name
-    return name == pattern or (name.endswith(pattern) and name[-len(pattern) - 1] == ".")
-
-
 class Classifier:
     def __init__(self, rules):
+        rules = compiled(rules)  # fails early on a bad rules file
         self.ports = rules["ports"]
         self.names = rules["names"]
         self.sensitive = rules["sensitive"]
@@ -67,27 +75,24 @@ class Classifier:
         self.small_mean = b["small_mean"]
         self.video_mean = b["video_mean"]
         self.call_min_ms = b["call_min_s"] * 1000
-        # Resolve class names once, and fail early on a bad rules file.
-        for r in self.ports:
-            class_index(r[3])
-        for r in self.names:
-            class_index(r[1])
 
     def port_class(self, proto, port):
         """(class, conf) of the first rule matching the protocol and port, or None."""
-        pname = "tcp" if proto == 6 else ("udp" if proto == 17 else str(proto))
-        for r in self.ports:
-            p = r[0]
-            if (p == pname or (p == "any" and proto in (6, 17))) and r[1] <= port <= r[2]:
-                return class_index(r[3]), r[4]
+        t = self.ports
+        web = proto == 6 or proto == 17
+        for i in range(0, len(t), 4):
+            p = t[i]
+            if (p == proto or (p == ANY and web)) and t[i + 1] <= port <= t[i + 2]:
+                v = t[i + 3]
+                return v >> 8, v & 255
         return None
 
     def name_class(self, name):
         if not name:
             return None
         for r in self.names:
-            if name_matches(name, r[0]):
-                return class_index(r[1])
+            if matches(name, r[1], r[2]):
+                return r[0]
         return None
 
     def name_code(self, name):
@@ -100,46 +105,44 @@ class Classifier:
         """0 none, 1 integrity, 2 confidentiality for a destination name."""
         if not name:
             return 0
-        for p in self.sensitive:
-            if name_matches(name, p):
-                return 2
-        for p in self.integrity:
-            if name_matches(name, p):
-                return 1
+        if matches(name, self.sensitive[0], self.sensitive[1]):
+            return 2
+        if matches(name, self.integrity[0], self.integrity[1]):
+            return 1
         return 0
 
     def classify(self, t, slot, p2p=False):
         """(class index, confidence, reason) for one flow of FlowTable `t`."""
         a = t.a
-        b = slot * ft.NFIELDS
-        st = a[b + ft.F_STATE]
+        b = slot * _NFIELDS
+        st = a[b + _F_STATE]
         proto = st >> 8
-        sigs = a[b + ft.F_SIGS]
-        pup = a[b + ft.F_PUP]
-        pdn = a[b + ft.F_PDN]
+        sigs = a[b + _F_SIGS]
+        pup = a[b + _F_PUP]
+        pdn = a[b + _F_PDN]
         pk = pup + pdn
-        by = a[b + ft.F_BUP] + a[b + ft.F_BDN]
+        by = a[b + _F_BUP] + a[b + _F_BDN]
         mean = by // pk if pk else 0
-        dur = a[b + ft.F_LAST] - a[b + ft.F_FIRST]
+        dur = a[b + _F_LAST] - a[b + _F_FIRST]
         _, _, lport, _, hport = ft.split_key(t.keys[slot])
-        if st & ft.ST_CLIENT_LOW:
+        if st & _ST_CLIENT_LOW:
             cport, sport = lport, hport
         else:
             cport, sport = hport, lport
-        best_c, best_conf, why = STANDARD, 30, "default"
+        best_c, best_conf, why = _STANDARD, 30, "default"
 
-        hint = a[b + ft.F_HINT]
+        hint = a[b + _F_HINT]
         if hint:
             best_c, best_conf, why = (hint & 255) - 1, hint >> 8, "expected data channel"
 
         for mask, c, conf, reason in _STRONG_SIGS:
             if sigs & mask and conf > best_conf:
                 best_c, best_conf, why = c, conf, reason
-        weak = a[b + ft.F_WEAK]
+        weak = a[b + _F_WEAK]
         if sigs & dpi.SIG_UTP and weak >= 3 and 60 > best_conf:
-            best_c, best_conf, why = LOW_PRIORITY, 60, "utp"
+            best_c, best_conf, why = _LOW_PRIORITY, 60, "utp"
 
-        nc = a[b + ft.F_NAME] & 255
+        nc = a[b + _F_NAME] & 255
         name_c = nc - 1 if nc else None
         if proto in (6, 17):
             port = self.port_class(proto, sport) or self.port_class(proto, cport)
@@ -151,17 +154,17 @@ class Classifier:
         if media and best_conf < 85:
             # Real-time media. Which kind: a name or port that says so, else
             # the packet sizes (audio frames are small, video frames large).
-            if name_c in (TELEPHONY, CONFERENCING):
+            if name_c in (_TELEPHONY, _CONFERENCING):
                 c, conf, reason = name_c, 90, "media to a known service"
-            elif port_c in (TELEPHONY, CONFERENCING):
+            elif port_c in (_TELEPHONY, _CONFERENCING):
                 c, conf, reason = port_c, 88, "media on a known service port"
             elif sigs & dpi.SIG_RTP_AUDIO and not sigs & dpi.SIG_RTP_VIDEO:
-                c, conf, reason = TELEPHONY, 85, "rtp with an audio codec"
+                c, conf, reason = _TELEPHONY, 85, "rtp with an audio codec"
             elif (sigs & dpi.SIG_RTP_VIDEO or mean >= self.video_mean
-                  or a[b + ft.F_LARGE] * 10 >= pk):
-                c, conf, reason = CONFERENCING, 80, "real-time media with video-sized packets"
+                  or a[b + _F_LARGE] * 10 >= pk):
+                c, conf, reason = _CONFERENCING, 80, "real-time media with video-sized packets"
             else:
-                c, conf, reason = TELEPHONY, 80, "real-time media with audio-sized packets"
+                c, conf, reason = _TELEPHONY, 80, "real-time media with audio-sized packets"
             if conf > best_conf:
                 best_c, best_conf, why = c, conf, reason
 
@@ -170,12 +173,12 @@ class Classifier:
         if port is not None and port[1] > best_conf:
             best_c, best_conf, why = port_c, port[1], "service port"
 
-        dscp = a[b + ft.F_DSCP]
+        dscp = a[b + _F_DSCP]
         if dscp in _DSCP and 40 > best_conf:
             best_c, best_conf, why = _DSCP[dscp], 40, "dscp mark"
 
         # Behaviour. qosify: sustained >bulk_pps is bulk.
-        if a[b + ft.F_RUNS] >= self.bulk_s and 60 > best_conf and best_c not in (STREAMING, CONFERENCING, TUNNEL):
+        if a[b + _F_RUNS] >= self.bulk_s and 60 > best_conf and best_c not in (_STREAMING, _CONFERENCING, _TUNNEL):
             best_c, best_conf, why = BULK, 60, "sustained high packet rate"
         if best_conf >= 45:
             return best_c, best_conf, why
@@ -183,18 +186,18 @@ class Classifier:
         hi = pk - lo
         if proto == 17:
             if pk >= 10 and lo * 10 <= hi and mean >= 400:
-                return STREAMING, 55, "one-way stream of large datagrams"
+                return _STREAMING, 55, "one-way stream of large datagrams"
             if sigs & dpi.SIG_QUIC:
-                if a[b + ft.F_BDN] >= 100000 and pdn >= 5 * pup and a[b + ft.F_LARGE] * 2 >= pk:
-                    return STREAMING, 45, "long QUIC download"
+                if a[b + _F_BDN] >= 100000 and pdn >= 5 * pup and a[b + _F_LARGE] * 2 >= pk:
+                    return _STREAMING, 45, "long QUIC download"
                 return best_c, best_conf, why
         if p2p and cport >= 1024 and sport >= 1024 and not sigs & _WEB:
-            return LOW_PRIORITY, 55, "unknown peer while a p2p client runs"
+            return _LOW_PRIORITY, 55, "unknown peer while a p2p client runs"
         if proto == 17 and mean < self.small_mean and not sigs & _WEB:
             if (dur >= self.call_min_ms and lo >= 5 and lo * 2 >= hi
                     and pk * 1000 >= 8 * dur):
-                return TELEPHONY, 45, "long symmetric small-packet datagram flow"
-            return INTERACTIVE, 42, "small datagrams"
+                return _TELEPHONY, 45, "long symmetric small-packet datagram flow"
+            return _INTERACTIVE, 42, "small datagrams"
         if proto == 17 and lo and not sigs & _WEB and 35 > best_conf:
-            return INTERACTIVE, 35, "two-way datagrams"
+            return _INTERACTIVE, 35, "two-way datagrams"
         return best_c, best_conf, why

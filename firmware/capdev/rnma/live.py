@@ -39,7 +39,7 @@ class SyntheticTraffic:
         for i in range(len(wanted)):
             kind = wanted[i]
             if kind in synth.SHAPES and kind not in self.playing:
-                gen = synth.shape(kind, now_ms, HOUR_MS, self.seed + i, 10 + synth.SHAPES.index(kind))
+                gen = synth.shape(kind, now_ms, HOUR_MS, self.seed + i, 10 + synth.SHAPES.index(kind), True)
                 self.playing[kind] = [gen, next(gen, None)]
 
     def pump(self, monitor, now_ms):

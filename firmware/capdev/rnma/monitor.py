@@ -5,12 +5,35 @@
 from array import array
 
 from capdev import platform
+from capdev.platform import const
 from capdev.rnma import dpi
 from capdev.rnma import flows as ft
 from capdev.rnma import packet as pk
 from capdev.rnma import rules as rules_mod
 from capdev.rnma.classify import Classifier, BULK, LEVELS
 from capdev.rnma.report import ReportBuilder
+
+# The flow table's slot layout (flows.py), as private constants: they cost
+# no RAM in a .mpy. Keep in step with flows.py.
+_F_AUX = const(17)
+_F_AUX2 = const(30)
+_F_BDN = const(5)
+_F_BUP = const(4)
+_F_CLS = const(28)
+_F_CLSPK = const(29)
+_F_DPI = const(27)
+_F_HINT = const(25)
+_F_NAME = const(31)
+_F_PDN = const(3)
+_F_PUP = const(2)
+_F_RTT = const(13)
+_F_SAMPLED = const(26)
+_F_SIGS = const(16)
+_F_STATE = const(15)
+_F_WEAK = const(18)
+_NFIELDS = const(32)
+_ST_CLIENT_LOW = const(1)
+_ST_NEW = const(16)
 
 DPI_PACKETS = 10      # payload packets inspected per flow (control channels: all)
 _CONTROL_PORTS = (21, 53)
@@ -124,15 +147,15 @@ class Monitor:
         t = self.table
         slot, up = t.lookup(proto, src, sport, dst, dport, now)
         a = t.a
-        b = slot * ft.NFIELDS
-        if a[b + ft.F_STATE] & ft.ST_NEW:
+        b = slot * _NFIELDS
+        if a[b + _F_STATE] & _ST_NEW:
             up = self._new_flow(slot, proto, src, sport, dst, dport, flags, now)
         t.account(slot, up, length, now, dscp)
         if proto == pk.TCP:
             t.tcp_handshake(slot, up, flags, now)
-        if len(payload) and (a[b + ft.F_DPI] < DPI_PACKETS or sport in _CONTROL_PORTS
+        if len(payload) and (a[b + _F_DPI] < DPI_PACKETS or sport in _CONTROL_PORTS
                              or dport in _CONTROL_PORTS):
-            a[b + ft.F_DPI] += 1
+            a[b + _F_DPI] += 1
             try:
                 self._inspect(slot, up, proto, src, sport, dst, dport, payload, now)
             except Exception as e:
@@ -163,20 +186,20 @@ class Monitor:
         t = self.table
         slot, up = t.lookup(proto, src, sport, dst, dport, now)
         a = t.a
-        b = slot * ft.NFIELDS
-        if a[b + ft.F_STATE] & ft.ST_NEW:
+        b = slot * _NFIELDS
+        if a[b + _F_STATE] & _ST_NEW:
             # The conntrack "original" direction is the initiator: src is the client.
-            a[b + ft.F_STATE] &= ~ft.ST_NEW
+            a[b + _F_STATE] &= ~_ST_NEW
             self._name_new(slot, dst, dport)
             up = True
-        fu, fd = (ft.F_PUP, ft.F_PDN) if up else (ft.F_PDN, ft.F_PUP)
+        fu, fd = (_F_PUP, _F_PDN) if up else (_F_PDN, _F_PUP)
         t.account_bulk(slot, True if up else False, pkts_up - a[b + fu], bytes_up - a[b + fu + 2], now)
         t.account_bulk(slot, False if up else True, pkts_down - a[b + fd], bytes_down - a[b + fd + 2], now)
 
     def _new_flow(self, slot, proto, src, sport, dst, dport, flags, now):
         a = self.table.a
-        b = slot * ft.NFIELDS
-        st = a[b + ft.F_STATE] & ~ft.ST_NEW
+        b = slot * _NFIELDS
+        st = a[b + _F_STATE] & ~_ST_NEW
         # Who is the client? A SYN/ACK or a well-known source port says the
         # first packet seen came from the server (capture started mid-flow).
         swap = False
@@ -190,12 +213,12 @@ class Monitor:
             c = self.classifier
             swap = c.port_class(proto, sport) is not None and c.port_class(proto, dport) is None
         if swap:
-            st ^= ft.ST_CLIENT_LOW
-        a[b + ft.F_STATE] = st
+            st ^= _ST_CLIENT_LOW
+        a[b + _F_STATE] = st
         server, sport_ = (src, sport) if swap else (dst, dport)
         client_port = dport if swap else sport
         self._name_new(slot, server, sport_)
-        if proto in (6, 17) and sport_ >= 1024 and client_port >= 1024 and a[b + ft.F_HINT] == 0:
+        if proto in (6, 17) and sport_ >= 1024 and client_port >= 1024 and a[b + _F_HINT] == 0:
             if self.classifier.port_class(proto, sport_) is None:
                 self._p2p_count(now)
         return not swap
@@ -204,13 +227,13 @@ class Monitor:
         t = self.table
         code = self.dns.get(server)
         if code is not None:
-            t.a[slot * ft.NFIELDS + ft.F_NAME] = code
+            t.a[slot * _NFIELDS + _F_NAME] = code
             if t.names is not None:
                 t.names[slot] = self.dns_names.get(server)
         for i in range(len(self.expect)):
             addr, port, hint = self.expect[i]
             if port == sport and (addr is None or addr == server):
-                t.a[slot * ft.NFIELDS + ft.F_HINT] = hint
+                t.a[slot * _NFIELDS + _F_HINT] = hint
                 self.expect.pop(i)
                 break
 
@@ -230,22 +253,22 @@ class Monitor:
     def _inspect(self, slot, up, proto, src, sport, dst, dport, payload, now):
         t = self.table
         a = t.a
-        b = slot * ft.NFIELDS
+        b = slot * _NFIELDS
         p = bytes(payload[:2048])
         sig = dpi.signature(p, proto, sport, dport, up)
         name = None
         if sig & dpi.SIG_RTP:
             # Weak signature: count it only when this direction's stream continues.
-            f = ft.F_AUX if up else ft.F_AUX2
+            f = _F_AUX if up else _F_AUX2
             rid = dpi.rtp_id(p, proto)
             if dpi.rtp_follows(a[b + f], rid):
-                a[b + ft.F_WEAK] += 1
+                a[b + _F_WEAK] += 1
             a[b + f] = rid
         elif sig & dpi.SIG_UTP:
             cid = (p[2] << 8) | p[3]
-            f = ft.F_AUX if up else ft.F_AUX2
+            f = _F_AUX if up else _F_AUX2
             if cid == a[b + f]:
-                a[b + ft.F_WEAK] += 1
+                a[b + _F_WEAK] += 1
             a[b + f] = cid
         if sig & dpi.SIG_TLS_CLIENT_HELLO:
             try:
@@ -274,16 +297,16 @@ class Monitor:
             sig |= dpi.SIG_FTP
         if sig & (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA):
             self.p2p_until = now + 300000
-        if name and not a[b + ft.F_NAME]:
+        if name and not a[b + _F_NAME]:
             code = self.classifier.name_code(name)
-            a[b + ft.F_NAME] = code
+            a[b + _F_NAME] = code
             if t.names is not None:
                 t.names[slot] = name
             self._check_dest(name, code)
             # Later flows to this server (resumed TLS, QUIC without a visible
             # name) inherit the name, as if a DNS answer had been seen.
             self._remember(dst if up else src, name, code)
-        a[b + ft.F_SIGS] |= sig
+        a[b + _F_SIGS] |= sig
 
     def _dns(self, p, response):
         if not response:
@@ -315,21 +338,21 @@ class Monitor:
     def flow_class(self, slot):
         """(class index, confidence, reason), cached until the flow changes."""
         a = self.table.a
-        b = slot * ft.NFIELDS
-        n = a[b + ft.F_PUP] + a[b + ft.F_PDN]
-        c = a[b + ft.F_CLS]
-        if c and a[b + ft.F_CLSPK] == n:
+        b = slot * _NFIELDS
+        n = a[b + _F_PUP] + a[b + _F_PDN]
+        c = a[b + _F_CLS]
+        if c and a[b + _F_CLSPK] == n:
             return (c & 255) - 1, c >> 8, None
         cls, conf, why = self.classifier.classify(self.table, slot, self.now < self.p2p_until)
-        a[b + ft.F_CLS] = (conf << 8) | (cls + 1)
-        a[b + ft.F_CLSPK] = n
+        a[b + _F_CLS] = (conf << 8) | (cls + 1)
+        a[b + _F_CLSPK] = n
         return cls, conf, why
 
     def _evicted(self, table, slot):
         cls, conf, why = self.flow_class(slot)
-        b = slot * ft.NFIELDS
-        total = table.a[b + ft.F_BUP] + table.a[b + ft.F_BDN]
-        delta = total - table.a[b + ft.F_SAMPLED]
+        b = slot * _NFIELDS
+        total = table.a[b + _F_BUP] + table.a[b + _F_BDN]
+        delta = total - table.a[b + _F_SAMPLED]
         self.pending[cls] += delta
         self.ledger[cls] += delta
         if not self._finishing:
@@ -345,7 +368,7 @@ class Monitor:
         s["conf"] = conf
         if why is not None:
             s["why"] = why
-        s["sigs"] = sig_names(self.table.a[slot * ft.NFIELDS + ft.F_SIGS])
+        s["sigs"] = sig_names(self.table.a[slot * _NFIELDS + _F_SIGS])
         return s
 
     def tick(self, now=None):
@@ -366,16 +389,16 @@ class Monitor:
         rtt_n = {}
         conf_w = {}
         for slot in t.slots():
-            b = slot * ft.NFIELDS
+            b = slot * _NFIELDS
             cls, conf, _ = self.flow_class(slot)
-            total = a[b + ft.F_BUP] + a[b + ft.F_BDN]
-            d = total - a[b + ft.F_SAMPLED]
-            a[b + ft.F_SAMPLED] = total
+            total = a[b + _F_BUP] + a[b + _F_BDN]
+            d = total - a[b + _F_SAMPLED]
+            a[b + _F_SAMPLED] = total
             nbytes[cls] += d
             self.ledger[cls] += d
             flows[cls] = flows.get(cls, 0) + 1
             conf_w[cls] = conf_w.get(cls, 0) + conf
-            rtt = a[b + ft.F_RTT]
+            rtt = a[b + _F_RTT]
             if rtt >= 0:
                 rtt_sum[cls] = rtt_sum.get(cls, 0) + rtt
                 rtt_n[cls] = rtt_n.get(cls, 0) + 1

@@ -1,0 +1,50 @@
+# The shard manager's report: per shard, its state, the limits actually in
+# force, heap, errors and latency. Cold like ops.py: built for health and
+# state messages, then unloaded. Takes the manager as ``m``.
+from capdev.cmm import governor
+
+
+def report(m):
+    """{shard id: state, limits in force, heap, errors, ...} for the provider."""
+    now = m._now()
+    out = {}
+    for shard in m.entries:
+        entry = m.entries[shard]
+        op = entry.op
+        live = entry.life.is_live()
+        info = entry.health.snapshot(now)
+        info["state"] = entry.life.state
+        info["slot"] = op.get("slot")
+        info["ver"] = op.get("ver")
+        info["prio"] = op.get("prio")
+        info["limits"] = limits(m, entry) if live else {}
+        used = m._heap_b(entry)
+        info["heap_kb"] = None if used is None else (governor.kb_up(used) if live else 0)
+        info["code_kb"] = None if entry.code_b is None else governor.kb_up(entry.code_b)
+        info["expires_in_s"] = None if entry.expires is None else (entry.expires - now + 999) // 1000
+        info["alt_of"] = entry.alt_of
+        info["restart_in_ms"] = None if entry.restart_at is None else entry.restart_at - now
+        slot = m.cpu.slots.get(shard)
+        if slot is not None:
+            info["cpu_ms"] = slot.cpu_ms
+            info["throttled"] = slot.throttled_until is not None
+            info["throttles"] = slot.throttles
+        if entry.bucket is not None:
+            info["bw_passed"] = entry.bucket.passed
+            info["bw_refused"] = entry.bucket.refused
+        out[shard] = info
+    return out
+
+
+def limits(m, entry):
+    # What is really enforced here: the weight and slice the scheduler
+    # uses, the heap limit only where the heap can be measured.
+    op = entry.op
+    return {
+        "cpu": op["cpu"],
+        "slice_ms": m.cpu.slice_ms(op["cpu"]),
+        "mem_kb": m.mem.limit(op["mem_kb"]),
+        "mem_reserved_kb": op["mem_kb"],
+        "heap_floor_kb": m.mem.floor(),
+        "bw_kbps": entry.bucket.rate_kbps if entry.bucket is not None else 0,
+    }
