@@ -64,21 +64,19 @@ def finish_update():
     return True
 
 
-def _tls(agent_module, ctx):
-    # Hands the board's TLS context to the agent's MQTT client. Temporary:
-    # goes away once capdev.agent.Agent takes ssl= itself.
-    base = agent_module.MqttClient
-
-    def client(*args, **kw):
-        kw["ssl"] = ctx
-        return base(*args, **kw)
-
-    agent_module.MqttClient = client
-
-
 def boot():
     if not finish_update():
         return
+    try:
+        # capdev from the ROMFS partition when there is one (code runs in
+        # place, off the heap); otherwise from the filesystem as before.
+        import romboot
+
+        romboot.mount()
+    except ImportError:
+        pass
+    except Exception as e:  # romboot.RomError: a broken image must not stop the boot
+        print("capshard: ROMFS not used: " + str(e))
     try:
         from capdev import config
     except ImportError as e:
@@ -97,10 +95,12 @@ def boot():
     state_dir = board.get("state_dir", "state")
     if not _exists(state_dir):
         os.mkdir(state_dir)
-    if ctx is not None:
-        _tls(agent, ctx)
+    import capdev
+
+    config = None  # the config code is not needed again until reboot
+    capdev.unload("capdev.config")
     diag.capture_log()
-    a = agent.Agent(board, ident, state_dir)
+    a = agent.Agent(board, ident, state_dir, ssl=ctx)
 
     async def run():
         asyncio.create_task(diag.serve(a))

@@ -8,6 +8,7 @@
 # docs/performance.md for the figures.
 import asyncio
 import gc
+import json
 import sys
 
 import capdev
@@ -30,8 +31,10 @@ COLD = CHECKING + APPLYING + ("capdev.cmm.pipeline", "capdev.cmm.leases", "capde
 
 
 class Agent:
-    def __init__(self, board, ident, state_dir):
+    def __init__(self, board, ident, state_dir, ssl=None):
+        """``ssl``: the TLS context for the broker link (config.ssl_context), or None."""
         self.board = board
+        self.ssl = ssl
         self.device_id = ident["device_id"]
         self._kid = ident["kid"].encode()
         self._key = ident["key_bytes"]
@@ -227,7 +230,7 @@ class Agent:
         self.client = MqttClient(
             self.broker["host"], self.broker["port"], self.device_id,
             user=self._user, password=self._password,
-            keepalive=self.board["broker"].get("keepalive_s", 30), will=will,
+            keepalive=self.board["broker"].get("keepalive_s", 30), will=will, ssl=self.ssl,
         )
         self.client.on_connect = self.on_connect
         self.client.on_message = self.on_message
@@ -261,10 +264,30 @@ class Agent:
                     log.warn("provider unreachable past the lease: back to the baseline profile")
                     self._record_profile()
                     self.store.save()
+            self.drill_faults()
             events = self.manager.health_events()
             if events or platform.ticks_diff(now, last_health) >= HEALTH_PERIOD_MS:
                 last_health = now
                 await self.publish_health(events)
+
+    def drill_faults(self):
+        """Failover drills: STATE_DIR/faults.json {"fail_health": [shard ids]}
+        makes those shards report themselves unhealthy, so an operator (or
+        the demo) can watch restart, failover and recovery on a live device.
+        Only someone with access to the device's files can arm it."""
+        raw = platform.read_file(self.state_dir + "/faults.json")
+        if raw is None:
+            return
+        try:
+            failing = json.loads(raw).get("fail_health", [])
+        except (ValueError, AttributeError):
+            return
+        for shard in failing:
+            inst = self.manager.shard(shard)
+            if inst is not None and not getattr(inst, "drilled", False):
+                inst.drilled = True
+                inst.health = _unhealthy
+                log.warn("fault drill: " + shard + " now reports itself unhealthy")
 
     async def keep_monitoring(self, rnma=None):
         """A failure in monitoring must not take the device down: log it,
@@ -326,6 +349,10 @@ class Agent:
             self._record_profile()
             await self.send(protocol.STATE, self.state(), True)
             self.trim()
+
+
+def _unhealthy():
+    return {"ok": False, "reason": "fault drill"}
 
 
 def load_config(board_path, ident_path):

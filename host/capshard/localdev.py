@@ -28,13 +28,17 @@ def provision_dir(directory, keystore, device_id, broker_host, broker_port,
     return directory
 
 
-def spawn_agent(runtime, directory, heap_kb=fwrun.DEFAULT_HEAP_KB, log_path=None):
-    """Start the device agent; its console goes to ``log_path`` (default: agent.log)."""
+def spawn_agent(runtime, directory, heap_kb=fwrun.DEFAULT_HEAP_KB, log_path=None, code="mpy"):
+    """Start the device agent; its console goes to ``log_path`` (default: agent.log).
+
+    ``code`` (MicroPython): "mpy" loads the compiled modules into the heap;
+    "romfs" runs them in place from a ROMFS image, as a board with a ROMFS
+    partition does (see fwrun.command)."""
     log_path = log_path or os.path.join(directory, "agent.log")
     log = open(log_path, "ab")
     args = ["-m", "capdev.agent", os.path.join(directory, "board.json"),
             os.path.join(directory, "device.json"), directory]
-    proc = fwrun.spawn(runtime, args, heap_kb=heap_kb, compiled=True, stdout=log, stderr=subprocess.STDOUT,
+    proc = fwrun.spawn(runtime, args, heap_kb=heap_kb, code=code, stdout=log, stderr=subprocess.STDOUT,
                        start_new_session=True)
     log.close()
     proc.log_path = log_path

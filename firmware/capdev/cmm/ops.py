@@ -347,8 +347,9 @@ def give_up(m, entry, now, reason):
         del m.entries[alt]  # a broken alternate is reset by the failover
     alt_op = dict(entry.op)
     alt_op["shard"] = alt
-    alt_op["module"] = module_for(m, alt)
+    alt_op["module"] = entry.op.get("alt_module") or module_for(m, alt)
     alt_op["alt"] = None
+    alt_op["alt_module"] = None
     m.events.emit(entry.id, "failover", now, "switching to " + alt)
     code, why = activate(m, alt_op, now, entry.id)
     alt_entry = m.entries.get(alt)

@@ -68,14 +68,13 @@ class ReportBuilder:
         ring = self.samples.get(cls)
         return p95(ring, self.nsamp[cls]) if ring is not None else 0
 
-    def active(self, now, flows):
-        """Classes with traffic now or within the hold time (hysteresis on exit)."""
+    def active(self, now):
+        """Classes that carried traffic within the hold time (hysteresis on
+        exit). A flow that sits idle in the table does not keep its class
+        active: the table keeps idle flows for minutes."""
         out = []
         for c in self.last_seen:
-            if flows.get(c, 0) > 0 or now - self.last_seen[c] < self.hold_ms:
-                out.append(c)
-        for c in flows:
-            if flows[c] > 0 and c not in out:
+            if now - self.last_seen[c] < self.hold_ms:
                 out.append(c)
         return out
 
@@ -99,7 +98,7 @@ class ReportBuilder:
 
         flows/lat/conf: class index -> flow count / latency ms or None / 0..100.
         """
-        act = self.active(now, flows)
+        act = self.active(now)
         if self.last_sent is not None:
             since = now - self.last_sent
             if since < self.min_interval_ms:

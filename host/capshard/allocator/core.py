@@ -167,6 +167,9 @@ def _profile(catalog, agreement, device, final, prios, dur, alts, dynamic):
             profile[sid] = op_dict("activate", shard, prios[sid], dur, alts.get(sid))
         else:
             profile[sid] = op_dict("activate", shard, BASELINE_PRIO, 0, alts.get(sid))
+        alt = profile[sid]["alt"]
+        # the device needs the alternate's code module to fail over to it
+        profile[sid]["alt_module"] = catalog.shards[alt].module if alt else None
     return profile
 
 

@@ -4,9 +4,10 @@ from what it runs now, and the words that explain why."""
 import json
 from dataclasses import dataclass, field
 
-OP_FIELDS = ("op", "shard", "ver", "slot", "cpu", "mem_kb", "bw_kbps", "prio", "dur_s", "alt", "module")
+OP_FIELDS = ("op", "shard", "ver", "slot", "cpu", "mem_kb", "bw_kbps", "prio", "dur_s", "alt", "module",
+             "alt_module")
 # fields whose change is a budget adjustment rather than a different shard
-BUDGET_FIELDS = ("cpu", "mem_kb", "bw_kbps", "prio", "alt")
+BUDGET_FIELDS = ("cpu", "mem_kb", "bw_kbps", "prio", "alt", "alt_module")
 
 
 def op_dict(op, shard, prio, dur_s, alt):

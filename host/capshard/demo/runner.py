@@ -75,11 +75,22 @@ class DemoRun:
             self.say(f"device {dev.device_id} ({dev.runtime}, tier {dev.tier}) started")
 
     def _sampler(self):
+        """Samples the fleet for the chart, and prints each device's needs and
+        shards whenever they change: the live view."""
+        shown = {}
         while not self._stop.wait(0.5):
             try:
                 self.timeline.sample(self.service.fleet)
+                latest = {}
+                for _, device_id, shards, classes in self.timeline.samples[-len(self.devices):]:
+                    latest[device_id] = (tuple(shards), tuple(classes))
             except Exception:  # the store may be closing at the end of the run
-                pass
+                continue
+            for device_id, (shards, classes) in sorted(latest.items()):
+                if shown.get(device_id) != (shards, classes):
+                    shown[device_id] = (shards, classes)
+                    self.say(f"  {device_id:<13} needs: {', '.join(classes) or '-':<46} "
+                             f"shards: {', '.join(shards)}")
 
     # ---- steps --------------------------------------------------------------
     def _events_since(self, device_id, since):
@@ -113,19 +124,21 @@ class DemoRun:
             self._write(step.device_id, "traffic.json", {"kinds": step.traffic})
         if step.crash is not None:
             self._write(step.device_id, "faults.json", {"fail_health": step.crash})
-        detail = ""
-        deadline = since + step.timeout_s
-        while time.time() < deadline:
-            ok, detail = self._check(step, since)
-            if ok:
-                break
-            self.service.fleet.wait_until(lambda f: False, 0.3)
-        else:
-            ok, detail = self._check(step, since)
+        ok, detail = self._await(step, since, since + step.timeout_s)
+        if ok and step.settle_s:
+            time.sleep(step.settle_s)
+            ok, detail = self._await(step, since, time.time() + 0.1)
         result = StepResult(step.title, step.device_id, ok, time.time() - since, detail)
         self.results.append(result)
         self.say(f"  {'ok' if ok else 'FAILED'} after {result.seconds:.1f} s: {detail}")
         return ok
+
+    def _await(self, step, since, deadline):
+        while True:
+            ok, detail = self._check(step, since)
+            if ok or time.time() >= deadline:
+                return ok, detail
+            time.sleep(0.3)
 
     def _wait_for_baselines(self, timeout):
         def ready(fleet):
