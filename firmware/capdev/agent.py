@@ -50,6 +50,12 @@ class Agent:
         self.state_dir = state_dir
         self.heap_peak = None  # highest heap_used sampled (after collections)
         self._restore()
+        self.vpn = None
+        if "vpn" in board:
+            # The VPN data path binds the cipher, tunnel and auth shards
+            # together after every instruction (see docs/shards.md).
+            from capdev.shards.vpn.link import VpnLink
+            self.vpn = VpnLink(self.manager, self._key, self.device_id, board["vpn"])
 
     def _restore(self):
         """Bring back the last good profile after a reboot, before the
@@ -169,6 +175,8 @@ class Agent:
             if op.get("dur_s", 0) > lease:
                 lease = op["dur_s"]
         results = self.manager.apply(extra + ops, lease or None)
+        if self.vpn is not None:
+            self.vpn.after_apply(results)  # re-binds the slots, notes it in the acks
         self._record_profile()
         return results
 

@@ -11,7 +11,7 @@ IDENTITY_SOURCES = ("file",)
 TRAFFIC_SOURCES = ("synthetic", "pcap", "wifi-sta", "lan-bridge", "conntrack")
 
 # A field is (kind, required, rule):
-#   kind: str, int, bool, list (of str), or a nested dict of fields;
+#   kind: str, int, bool, list (of str), "address" ([host, port]), or a nested dict of fields;
 #   rule: for int, (min, max); for str, a tuple of allowed values; else None.
 # Unknown fields are errors too: a misspelt optional field must not pass silently.
 _CAPS = {
@@ -45,6 +45,14 @@ _RNMA = {
     "max_flows": (int, False, (1, 100000)),
 }
 
+_VPN = {
+    "peer": ("address", True, None),
+    "bind": ("address", False, None),
+    "users": (str, False, None),
+    "mtu": (int, False, (576, 9000)),
+    "keepalive_ms": (int, False, (100, 3600000)),
+}
+
 BOARD_SCHEMA = {
     "board": (str, True, None),
     "description": (str, False, None),
@@ -60,6 +68,7 @@ BOARD_SCHEMA = {
     "shards": (list, True, None),
     "traffic_sources": (list, True, TRAFFIC_SOURCES),
     "rnma": (_RNMA, False, None),
+    "vpn": (_VPN, False, None),
 }
 
 IDENTITY_SCHEMA = {
@@ -111,6 +120,11 @@ def _check(data, schema, path, where):
                     _fail(path, field, "must be a list of non-empty strings")
                 if rule and item not in rule:
                     _fail(path, field, "has unknown value '" + item + "' (one of " + ", ".join(rule) + ")")
+        elif kind == "address":
+            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0]
+                    and isinstance(value[1], int) and not isinstance(value[1], bool)
+                    and 0 <= value[1] <= 65535):
+                _fail(path, field, "must be [host, port]")
         elif kind is bool:
             if not isinstance(value, bool):
                 _fail(path, field, "must be true or false")

@@ -1,17 +1,15 @@
 """Board configurations on the host: load board_configs/<kind>.json and check it
 against board_configs/schema.json before anything is built or flashed.
 
-The validator below interprets the subset of JSON Schema the schema uses
-(type, enum, const, required, properties, additionalProperties, minimum,
-maximum, minLength, pattern, items, if/then), so the schema file stays a
-standard one that editors and `jsonschema` also understand. Every error names
-the file and the field; the device repeats the same checks at boot
-(firmware/capdev/config.py).
+The schema is standard JSON Schema (draft 2020-12), checked with the
+`jsonschema` package. Every error names the file and the field; the device
+repeats the same checks at boot (firmware/capdev/config.py).
 """
 
 import json
 import os
-import re
+
+from jsonschema import Draft202012Validator
 
 from .paths import BOARD_CONFIGS_DIR
 
@@ -81,53 +79,27 @@ def _schema():
     return _cache["schema"]
 
 
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-}
-
-
-def validate(value, schema, field=""):
-    """List of (field, reason) for ``value`` against ``schema``; empty when valid."""
+def validate(value, schema):
+    """(field, reason) for each problem of ``value`` against ``schema``; empty when valid."""
     errors = []
-    kind = schema.get("type")
-    if kind and not _TYPES[kind](value):
-        return [(field, f"must be of type {kind}")]
-    if "const" in schema and value != schema["const"]:
-        return [(field, f"must be {schema['const']!r}")]
-    if "enum" in schema and value not in schema["enum"]:
-        return [(field, f"has unknown value {value!r} (one of {', '.join(map(str, schema['enum']))})")]
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append((field, "must not be empty"))
-        elif "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append((field, f"value {value!r} does not match {schema['pattern']}"))
-    if _TYPES["integer"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append((field, f"must be at least {schema['minimum']}"))
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append((field, f"must be at most {schema['maximum']}"))
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            errors += validate(item, schema["items"], f"{field}[{i}]")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        for name in schema.get("required", []):
-            if name not in value:
-                errors.append((_join(field, name), "missing"))
-        if schema.get("additionalProperties") is False:
-            for name in sorted(value):
-                if name not in props:
-                    errors.append((_join(field, name), "is not a known field"))
-        for name, sub in props.items():
-            if name in value:
-                errors += validate(value[name], sub, _join(field, name))
-    if "if" in schema and not validate(value, schema["if"], field):
-        errors += validate(value, schema.get("then", {}), field)
-    return errors
+    for err in Draft202012Validator(schema).iter_errors(value):
+        field = _field(err.absolute_path)
+        if err.validator == "required":
+            missing = [n for n in err.validator_value if n not in err.instance]
+            errors += [(_join(field, n), "missing") for n in missing]
+        elif err.validator == "additionalProperties":
+            known = err.schema.get("properties", {})
+            errors += [(_join(field, n), "is not a known field") for n in sorted(err.instance) if n not in known]
+        else:
+            errors.append((field, err.message))
+    return sorted(errors)
+
+
+def _field(path):
+    out = ""
+    for part in path:
+        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, part)
+    return out
 
 
 def _join(field, name):

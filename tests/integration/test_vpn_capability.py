@@ -103,12 +103,11 @@ def test_vpn_activated_by_instruction_carries_traffic_and_survives_cipher_swap(s
     _, key = keystore.provision(dev)
     psk = tunnel.psk_from_device_key(key, dev)  # the provider derives the same tunnel key
     host = HostEnd(tunnel, psk)
-    localdev.provision_dir(d, keystore, dev, broker.host, broker.port, board_overrides={"traffic_sources": []})
-    with open(os.path.join(d, "vpn.json"), "w") as f:
-        json.dump({"peer": ["127.0.0.1", host.port], "users": os.path.join(d, "vpn-users.json"),
-                   "keepalive_ms": 500}, f)
+    vpn = {"peer": ["127.0.0.1", host.port], "users": os.path.join(d, "vpn-users.json"), "keepalive_ms": 500}
+    localdev.provision_dir(d, keystore, dev, broker.host, broker.port,
+                           board_overrides={"traffic_sources": [], "vpn": vpn})
     proc = fwrun.spawn("cpython", [os.path.join(HERE, "vpn_device.py"), os.path.join(d, "board.json"),
-                                   os.path.join(d, "device.json"), d, os.path.join(d, "vpn.json")],
+                                   os.path.join(d, "device.json"), d],
                        stdout=open(os.path.join(d, "agent.log"), "wb"), stderr=-2, start_new_session=True)
     proc.log_path = os.path.join(d, "agent.log")
     procs.append(proc)

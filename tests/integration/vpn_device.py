@@ -1,30 +1,15 @@
-"""The device agent with the VPN data path wired in, as agent.py should do it
-(see the hook described in docs/shards.md): after each applied instruction the
-VPN link binds cipher, tunnel and auth; a small echo application answers
-every datagram that arrives through the tunnel.
-Usage: vpn_device.py BOARD.json DEVICE.json STATE_DIR VPN.json
-(VPN.json holds the link options; the board schema has no "vpn" field yet.)"""
+"""The device agent (with its board's "vpn" map, so the agent binds the VPN
+slots after every instruction) plus a small echo application that answers
+every datagram arriving through the tunnel: the test's traffic.
+Usage: vpn_device.py BOARD.json DEVICE.json STATE_DIR"""
 
 import asyncio
-import json
 import sys
 
-from capdev import agent, config
-from capdev.shards.vpn.link import VpnLink
+from capdev import agent
 
 
-class VpnAgent(agent.Agent):
-    def __init__(self, board, ident, state_dir, vpn_opts):
-        self.vpn = None
-        super().__init__(board, ident, state_dir)
-        self.vpn = VpnLink(self.manager, self._key, self.device_id, vpn_opts)
-
-    def apply(self, msg):
-        results = super().apply(msg)
-        if self.vpn is not None:
-            self.vpn.after_apply(results)
-        return results
-
+class EchoAgent(agent.Agent):
     async def echo(self):
         while True:
             await asyncio.sleep(0.01)
@@ -42,11 +27,10 @@ class VpnAgent(agent.Agent):
 
 
 def main(argv):
-    board = config.load_board(argv[0])
-    ident = config.load_identity(argv[1])
-    with open(argv[3]) as f:
-        vpn_opts = json.load(f)
-    asyncio.run(VpnAgent(board, ident, argv[2], vpn_opts).run())
+    board, ident = agent.load_config(argv[0], argv[1])
+    if board is None:
+        raise SystemExit("boot stopped: " + ident)
+    asyncio.run(EchoAgent(board, ident, argv[2]).run())
 
 
 if __name__ == "__main__":
