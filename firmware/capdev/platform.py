@@ -77,9 +77,13 @@ def heap_free():
 def print_exception(exc, file=None):
     if IS_MICROPYTHON:
         sys.print_exception(exc, file or sys.stderr)
-    else:
-        import traceback
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=file or sys.stderr)
+        return
+    try:
+        import traceback  # CPython only; MicroPython took the branch above
+    except ImportError:
+        print(repr(exc), file=file or sys.stderr)
+        return
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=file or sys.stderr)
 
 
 # ---- hashing ----------------------------------------------------------------
@@ -99,7 +103,12 @@ def unhexlify(text):
     return binascii.unhexlify(text)
 
 
-if IS_MICROPYTHON:
+try:
+    import hmac as _hmac  # CPython's, in C; MicroPython has none
+except ImportError:
+    _hmac = None
+
+if _hmac is None:
     _BLOCK = const(64)
 
     def hmac_sha256(key, msg):
@@ -113,8 +122,6 @@ if IS_MICROPYTHON:
         outer.update(inner.digest())
         return outer.digest()
 else:
-    import hmac as _hmac
-
     def hmac_sha256(key, msg):
         return _hmac.new(key, msg, hashlib.sha256).digest()
 
