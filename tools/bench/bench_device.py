@@ -1,5 +1,15 @@
-"""Device footprint: the full agent under MicroPython, run from .mpy as a board
-runs it, with three shards active and steady synthetic traffic.
+"""Device footprint: the full agent under MicroPython, deployed two ways, with
+three shards active and steady synthetic traffic:
+
+  mpy    the compiled .mpy files on a filesystem: importing copies each
+         module's bytecode into the RAM heap (the baseline)
+  romfs  the same .mpy files in a ROMFS image (capshard.build.build_romfs),
+         mounted at /rom by romboot: bytecode executes in place, as on a board
+         with a ROMFS flash partition. The unix port has no flash, so
+         capshard.romexec maps the image file read-only outside the GC heap;
+         where that launcher is unavailable the image is read into the heap
+         and its size is subtracted from the romfs figures (said so in the
+         output)
 
 A private mosquitto and a provider (static policy: null-cipher, counter,
 loop-lag) serve each device. A trial passes when, within a heap of N KiB, the
@@ -20,8 +30,12 @@ Figures:
   min_heapsize_kb  smallest -X heapsize (binary search, 48..320 step 8) where
                    a trial passes
 
-Last line: device: heap_steady_kb=A heap_peak_kb=B min_heapsize_kb=C
-Options: --heap N runs one trial at N KiB and prints its outcome.
+Both deployments are measured in one run (in parallel, one agent per trial).
+Line before last: the mpy baseline and the romfs/mpy ratios.
+Last line (the romfs deployment, what a board runs):
+  device: heap_steady_kb=A heap_peak_kb=B min_heapsize_kb=C
+Options: --heap N runs one trial at N KiB and prints its outcome
+(--code mpy|romfs picks the deployment, default romfs).
 """
 
 import argparse
@@ -40,7 +54,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "host"))
 import cbor2  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from capshard import localdev, wire  # noqa: E402
+from capshard import build, localdev, wire  # noqa: E402
 from capshard.broker import Mosquitto  # noqa: E402
 from capshard.keys import Keystore  # noqa: E402
 from capshard.service.policy import MINIMAL_BASELINE  # noqa: E402
@@ -50,6 +64,7 @@ from capshard.service.provider import ProviderService  # noqa: E402
 # agent fits; the steady run uses a cap it fits in with room, so the figure
 # is not disturbed by a collector working at its limit.
 STEADY_HEAP_KB = 256
+CODES = ("mpy", "romfs")  # deployments measured; the last line reports romfs
 SEARCH = (48, 320, 8)
 TRAFFIC = {"kinds": ["game", "video"]}
 SHARDS = [
@@ -112,10 +127,11 @@ def _converged(fleet, device_id, version):
 class Trial:
     """One agent process at one heap size, driven through the cycle."""
 
-    def __init__(self, bench, heap_kb, tag):
+    def __init__(self, bench, heap_kb, tag, code):
         self.bench = bench
         self.heap_kb = heap_kb
-        self.device_id = f"bench-{tag}-{heap_kb}k"
+        self.code = code
+        self.device_id = f"bench-{code}-{tag}-{heap_kb}k"
         self.dir = os.path.join(bench.workdir, self.device_id)
         self.proc = None
         self.failure = None
@@ -128,7 +144,7 @@ class Trial:
         with open(os.path.join(self.dir, "traffic.json"), "w") as f:
             json.dump(TRAFFIC, f)
         self.started = time.monotonic()
-        self.proc = localdev.spawn_agent("micropython", self.dir, heap_kb=self.heap_kb)
+        self.proc = localdev.spawn_agent("micropython", self.dir, heap_kb=self.heap_kb, code=self.code)
         return self
 
     def _fail(self, why):
@@ -213,17 +229,17 @@ class Bench:
         self.broker.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def trial(self, heap_kb, tag="t"):
-        t = Trial(self, heap_kb, tag).start()
+    def trial(self, heap_kb, code, tag="t"):
+        t = Trial(self, heap_kb, tag, code).start()
         try:
             ok = t.cycle()
         finally:
             t.stop()
         return ok, t
 
-    def steady(self, result):
+    def steady(self, code, result):
         """Run at STEADY_HEAP_KB until the first periodic health message."""
-        t = Trial(self, STEADY_HEAP_KB, "steady").start()
+        t = Trial(self, STEADY_HEAP_KB, "steady", code).start()
         try:
             if not t.cycle(settle_s=0):
                 result["error"] = t.failure
@@ -244,23 +260,23 @@ class Bench:
             t.stop()
             result["log_tail"] = localdev.read_log(t.proc)[-600:]
 
-    def search(self):
+    def search(self, code):
         """Smallest heap (KiB) on the SEARCH grid where a trial passes."""
         lo_kb, hi_kb, step = SEARCH
         lo, hi = 0, (hi_kb - lo_kb) // step  # grid indices; hi must pass
-        ok, t = self.trial(hi_kb, "max")
-        print(f"  trial {hi_kb:3d} KiB: {'pass' if ok else 'FAIL: ' + t.failure}", flush=True)
+        ok, t = self.trial(hi_kb, code, "max")
+        print(f"  [{code}] trial {hi_kb:3d} KiB: {'pass' if ok else 'FAIL: ' + t.failure}", flush=True)
         if not ok:
             return None
-        ok, t = self.trial(lo_kb, "min")
-        print(f"  trial {lo_kb:3d} KiB: {'pass' if ok else 'fail: ' + t.failure}", flush=True)
+        ok, t = self.trial(lo_kb, code, "min")
+        print(f"  [{code}] trial {lo_kb:3d} KiB: {'pass' if ok else 'fail: ' + t.failure}", flush=True)
         if ok:
             return lo_kb
         while hi - lo > 1:
             mid = (lo + hi) // 2
             kb = lo_kb + mid * step
-            ok, t = self.trial(kb, "s")
-            print(f"  trial {kb:3d} KiB: {'pass' if ok else 'fail: ' + t.failure}", flush=True)
+            ok, t = self.trial(kb, code, "s")
+            print(f"  [{code}] trial {kb:3d} KiB: {'pass' if ok else 'fail: ' + t.failure}", flush=True)
             if ok:
                 hi = mid
             else:
@@ -272,16 +288,48 @@ def kib(n):
     return None if n is None else round(n / 1024, 1)
 
 
+def measure(bench, code, out):
+    """Steady run and heap search for one deployment, the two overlapped."""
+    steady = {}
+    runner = threading.Thread(target=bench.steady, args=(code, steady))
+    runner.start()  # mostly waiting for the periodic health: overlap it with the search
+    out["min_kb"] = bench.search(code)
+    runner.join()
+    out["steady"] = steady
+
+
+def figures(result, code):
+    """(used, peak, free, min_kb, ok) of one deployment, with its steady-run lines printed."""
+    steady = result.get("steady") or {}
+    h = steady.get("health") or {}
+    if steady.get("error"):
+        print(f"[{code}] steady run at {STEADY_HEAP_KB} KiB: {steady['error']}")
+        print(steady.get("log_tail", ""))
+    used, peak, free = h.get("heap_used"), h.get("heap_peak"), h.get("heap_free")
+    print(f"[{code}] steady run at {STEADY_HEAP_KB} KiB: heap_used {used} B, heap_peak {peak} B, "
+          f"heap_free {free} B; min heapsize {result.get('min_kb')} KiB")
+    ok = used is not None and result.get("min_kb") is not None and not steady.get("error")
+    return used, peak, free, result.get("min_kb"), ok
+
+
+def ratio(a, b):
+    return "n/a" if a is None or not b else f"{a / b:.2f}"
+
+
 def main():
     logging.getLogger("capshard.service").setLevel(logging.ERROR)  # trials report refusals themselves
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--heap", type=int, help="run one trial at this heap size (KiB) and stop")
+    ap.add_argument("--code", choices=CODES, default="romfs", help="deployment for --heap (default romfs)")
     args = ap.parse_args()
     t0 = time.monotonic()
+    placement = localdev.fwrun.romfs_placement()
+    image = build.build_romfs(build.DEFAULT_ROMFS)
+    image_bytes = os.path.getsize(image)
     with Bench() as bench:
         if args.heap:
-            ok, t = bench.trial(args.heap)
-            print(f"trial {args.heap} KiB: {'pass' if ok else 'FAIL: ' + t.failure}")
+            ok, t = bench.trial(args.heap, args.code)
+            print(f"trial {args.heap} KiB ({args.code}): {'pass' if ok else 'FAIL: ' + t.failure}")
             health = bench.tap.of(t.device_id)
             if health:
                 h = health[-1][1]
@@ -290,24 +338,41 @@ def main():
             print(localdev.read_log(t.proc)[-1500:])
             return 0 if ok else 1
         print(f"device footprint: MicroPython unix port ({localdev.fwrun.micropython_binary()}), "
-              f"agent from .mpy, shards {', '.join(op['shard'] for op in SHARDS)}, "
-              f"traffic {'+'.join(TRAFFIC['kinds'])}", flush=True)
-        steady = {}
-        runner = threading.Thread(target=bench.steady, args=(steady,))
-        runner.start()  # mostly waiting for the periodic health: overlap it with the search
-        print(f"min heapsize search over {SEARCH[0]}..{SEARCH[1]} KiB, step {SEARCH[2]}:", flush=True)
-        min_kb = bench.search()
-        runner.join()
-    h = steady.get("health") or {}
-    if steady.get("error"):
-        print(f"steady run at {STEADY_HEAP_KB} KiB: {steady['error']}")
-        print(steady.get("log_tail", ""))
-    used, peak, free = h.get("heap_used"), h.get("heap_peak"), h.get("heap_free")
-    print(f"steady run at {STEADY_HEAP_KB} KiB: heap_used {used} B, heap_peak {peak} B, heap_free {free} B")
+              f"shards {', '.join(op['shard'] for op in SHARDS)}, traffic {'+'.join(TRAFFIC['kinds'])}",
+              flush=True)
+        print(f"deployments: mpy (.mpy files, bytecode copied into the heap) and romfs "
+              f"(ROMFS image {image_bytes} B = {kib(image_bytes)} KiB, bytecode in place, image "
+              f"{'mapped read-only outside the GC heap' if placement == 'mapped' else 'read into the GC heap'})",
+              flush=True)
+        print(f"min heapsize search over {SEARCH[0]}..{SEARCH[1]} KiB, step {SEARCH[2]}, both deployments "
+              "in parallel:", flush=True)
+        results = {code: {} for code in CODES}
+        threads = [threading.Thread(target=measure, args=(bench, code, results[code])) for code in CODES]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    m_used, m_peak, _, m_min, m_ok = figures(results["mpy"], "mpy")
+    r_used, r_peak, _, r_min, r_ok = figures(results["romfs"], "romfs")
+    if placement == "heap":
+        # The image sat in the GC heap as one bytes object; a board keeps it in flash.
+        img_kb = -(-image_bytes // 1024)
+        r_used = None if r_used is None else r_used - image_bytes
+        r_peak = None if r_peak is None else r_peak - image_bytes
+        r_min = None if r_min is None else r_min - img_kb
+        print(f"romfs figures corrected for the image in the heap: A = heap_used - {image_bytes} B, "
+              f"B = heap_peak - {image_bytes} B, C = min heapsize - {img_kb} KiB (approximate: the "
+              "collector's own tables grow with the cap)")
+    else:
+        print("romfs figures need no correction: the image was mapped outside the GC heap, so "
+              "A = heap_used and B = heap_peak as the agent reported them (gc.mem_alloc after a "
+              "collection), C = smallest passing -X heapsize")
     print(f"elapsed {time.monotonic() - t0:.0f} s")
-    ok = used is not None and min_kb is not None and not steady.get("error")
-    print(f"device: heap_steady_kb={kib(used)} heap_peak_kb={kib(peak)} min_heapsize_kb={min_kb}")
-    return 0 if ok else 1
+    print(f"baseline mpy: heap_steady_kb={kib(m_used)} heap_peak_kb={kib(m_peak)} min_heapsize_kb={m_min} "
+          f"(romfs/mpy: steady {ratio(r_used, m_used)}, peak {ratio(r_peak, m_peak)}, "
+          f"min_heapsize {ratio(r_min, m_min)})")
+    print(f"device: heap_steady_kb={kib(r_used)} heap_peak_kb={kib(r_peak)} min_heapsize_kb={r_min}")
+    return 0 if (m_ok and r_ok) else 1
 
 
 if __name__ == "__main__":
