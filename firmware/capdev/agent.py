@@ -220,6 +220,8 @@ class Agent:
                  + ": " + str(len(results)) + " result(s)")
         await self.send(protocol.ACK, ack)
         await self.send(protocol.STATE, self.state(), True)
+        if value.get("rebirth"):
+            await self.send(protocol.BIRTH, self.birth())  # a provider that missed it asks
         self.heap_sample()
 
     async def run(self):

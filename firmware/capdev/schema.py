@@ -83,6 +83,8 @@ def check_instruction(msg):
     if _need(msg, "ttl_s", int, where) < 1:
         raise SchemaError("instruction: ttl_s must be positive")
     _need(msg, "full", bool, where)
+    if not isinstance(msg.get("rebirth", False), bool):
+        raise SchemaError("instruction: field 'rebirth' has the wrong type")
     ops = _need(msg, "ops", list, where)
     if len(ops) > MAX_OPS:
         raise SchemaError("instruction: too many operations")

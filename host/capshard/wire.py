@@ -77,8 +77,11 @@ def sign_instruction(payload, key, kid):
     return msg.encode()
 
 
-def make_instruction(device_id, seq, ops, full, issued_at, ttl_s=DEFAULT_TTL_S, instruction_id=None):
-    return {
+def make_instruction(device_id, seq, ops, full, issued_at, ttl_s=DEFAULT_TTL_S, instruction_id=None,
+                     rebirth=False):
+    """``rebirth``: ask the device to announce itself again after applying
+    (a provider that has no record of a device already online)."""
+    inst = {
         "v": VERSION,
         "dev": device_id,
         "id": instruction_id or new_instruction_id(),
@@ -88,3 +91,6 @@ def make_instruction(device_id, seq, ops, full, issued_at, ttl_s=DEFAULT_TTL_S, 
         "full": full,
         "ops": ops,
     }
+    if rebirth:
+        inst["rebirth"] = True
+    return inst

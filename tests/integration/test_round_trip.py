@@ -97,3 +97,27 @@ def test_provider_reports_truncated_cbor_and_unknown_topics_and_keeps_running(pr
     assert "malformed CBOR" in texts and "unknown topic" in texts
     proc = devices("dev-after", "cpython")
     assert provider.fleet.wait_until(converged("dev-after"), 30), localdev.read_log(proc)
+
+
+def test_provider_started_after_the_device_asks_it_to_announce_itself(tmp_path, broker):
+    """A provider that starts (or restarts with an empty store) after a device
+    connected never saw its birth: the retained state tells it the device is
+    online and its last sequence number, and a signed rebirth request brings
+    the birth (then the full desired state)."""
+    keystore = Keystore()
+    d = localdev.provision_dir(str(tmp_path / "early"), keystore, "early", broker.host, broker.port,
+                               board_overrides={"traffic_sources": []})
+    proc = localdev.spawn_agent("cpython", d)
+    try:
+        first = ProviderService(broker.host, broker.port, keystore, minimal_baseline)
+        with first:
+            assert first.fleet.wait_until(converged("early"), 30), localdev.read_log(proc)
+        late = ProviderService(broker.host, broker.port, keystore, minimal_baseline,
+                               client_id="capshard-provider-2")  # a fresh, empty store
+        with late:
+            assert late.fleet.wait_until(converged("early"), 30), localdev.read_log(proc)
+            texts = [t for _, dev, t in late.fleet.events if dev == "early"]
+            assert any("rebirth requested" in t for t in texts), texts
+            assert any(t.startswith("birth") for t in texts), texts
+    finally:
+        localdev.stop(proc)

@@ -170,6 +170,10 @@ class ProviderService:
     def _on_state(self, device_id, state):
         if self.fleet.record_state(device_id, state):
             rec = self.store.get_device(device_id)
+            if not rec["birth"] and device_id in self.keystore:
+                # Online since before we started: its birth went by unseen.
+                self.request_rebirth(device_id)
+                return
             if self._reconnected_at and (rec["born_at"] or 0) < self._reconnected_at \
                     and device_id in self.keystore:
                 self._request(device_id, WORK_SYNC, random.uniform(0, self.opts.birth_jitter_s))
@@ -380,6 +384,18 @@ class ProviderService:
         kid, key = self.keystore.get(device_id)
         self.client.publish(wire.topic(device_id, wire.INSTRUCTION),
                             wire.sign_instruction(instruction, key, kid), qos=1)
+
+    def request_rebirth(self, device_id):
+        """Ask a device to publish its birth again: a signed instruction with
+        no operations (its retained state told us its last sequence number)."""
+        now = time.time()
+        inst = wire.make_instruction(device_id, self.store.next_seq(device_id), [], False, now,
+                                     self.opts.ttl_s, rebirth=True)
+        self.store.add_instruction(inst, 0, None, now, now + self.opts.ttl_s)
+        self._publish(device_id, inst)
+        self.store.mark_sent(inst["id"], now, now + backoff(1, self.opts))
+        self.fleet.event(device_id, "instruction", f"rebirth requested (instruction {inst['id']} seq {inst['seq']})")
+        return inst
 
     def send_instruction(self, device_id, ops, full=False, ttl_s=None):
         """Send these operations now, outside the desired state (tests, tools).

@@ -254,8 +254,11 @@ class FleetStore:
     def record_reported(self, device_id, profile, seq, now):
         with self.tx() as cur:
             self._ensure(cur, device_id)
+            # Our sequence counter never falls behind what the device applied,
+            # even when we learn of it from its retained state, not a birth.
             cur.execute("UPDATE devices SET online = 1, reported = ?, reported_seq = ?, reported_at = ?, "
-                        "last_seen = ? WHERE device_id = ?", (_json(profile), seq, now, now, device_id))
+                        "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
+                        "WHERE device_id = ?", (_json(profile), seq, now, now, int(seq), int(seq), device_id))
 
     def record_needs(self, device_id, report, now):
         """Store a QoS report; returns the previous one (None if none)."""
