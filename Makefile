@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 3600
 
-.PHONY: setup system-deps test-deps demo test clean bench-alloc bench-rnma bench-device bench-shards
+.PHONY: setup system-deps test-deps demo test clean fuzz bench-alloc bench-rnma bench-device bench-shards
 
 setup: $(VENV)/.installed system-deps
 
@@ -44,6 +45,10 @@ bench-rnma: setup
 
 bench-device: setup
 	$(PY) tools/bench/bench_device.py
+
+# Long fuzzing of every decoder (the bounded form runs in `make test`).
+fuzz: setup
+	$(PY) tools/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 bench-shards: setup
 	$(PY) tools/bench/bench_shards.py

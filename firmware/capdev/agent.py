@@ -103,6 +103,8 @@ class Agent:
             "seq": self.store.last_seq,
             "profile": self.store.profile,
             "shards": self.shard_summary(),
+            # Rejected instructions by kind (auth, replay, expired, ...) since boot.
+            "rejected": self.store.rejected,
         }
 
     def shard_summary(self):
@@ -146,8 +148,8 @@ class Agent:
             self.heap_peak = used
         return used
 
-    async def send(self, kind, msg, retain=False):
-        await self.client.publish(self.topic(kind), cbor.dumps(msg), 1, retain)
+    async def send(self, kind, msg, retain=False, qos=1):
+        await self.client.publish(self.topic(kind), cbor.dumps(msg), qos, retain)
 
     # ---- applying operations ----------------------------------------------
     def apply(self, msg):
@@ -183,6 +185,10 @@ class Agent:
     # ---- MQTT callbacks ---------------------------------------------------
     async def on_connect(self, session_present):
         client = self.client
+        # A fallback while offline stops shards after it recorded the profile:
+        # report (and persist) what runs now, not what ran when the link went.
+        self._record_profile()
+        self.store.save()
         await client.subscribe(self.topic(protocol.INSTRUCTION), 1)
         await self.send(protocol.BIRTH, self.birth())
         await self.send(protocol.STATE, self.state(), True)
@@ -204,7 +210,11 @@ class Agent:
             verdict, value = pipeline.receive(payload)
         except Rejection as r:
             log.warn("instruction rejected: " + r.reason)
-            await self.send(protocol.ACK, pipeline.reject_ack(r))
+            # A flood of rejections outruns the PUBACKs queued behind it on the
+            # same connection: once the outbox is full, reject at QoS 0 rather
+            # than raise (which dropped the ack). Nothing was applied either way.
+            full = self.client.pending() >= self.client.max_outbox
+            await self.send(protocol.ACK, pipeline.reject_ack(r), qos=0 if full else 1)
             return
         finally:
             self.trim(CHECKING)  # before applying loads its own code
