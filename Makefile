@@ -7,8 +7,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 3600
+MINUTES ?= 10
 
-.PHONY: setup system-deps test-deps demo test clean fuzz bench-alloc bench-rnma bench-device bench-shards
+.PHONY: setup system-deps test-deps demo test clean fuzz bench-alloc bench-rnma bench-device bench-shards bench-e2e bench-fleet soak
 
 setup: $(VENV)/.installed system-deps
 
@@ -46,9 +47,19 @@ bench-rnma: setup
 bench-device: setup
 	$(PY) tools/bench/bench_device.py
 
+# A fleet under churn, broker restarts and shard failures for MINUTES minutes.
+soak: setup test-deps
+	$(PY) tools/soak/soak.py --minutes $(MINUTES)
+
 # Long fuzzing of every decoder (the bounded form runs in `make test`).
 fuzz: setup
 	$(PY) tools/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 bench-shards: setup
 	$(PY) tools/bench/bench_shards.py
+
+bench-e2e: setup
+	$(PY) tools/bench/bench_e2e.py
+
+bench-fleet: setup test-deps
+	$(PY) tools/bench/bench_fleet.py

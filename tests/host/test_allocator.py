@@ -265,3 +265,11 @@ def test_running_shard_no_longer_allowed_is_deactivated():
     assert sorted(off) == ["gone-shard", "rs-fec"]
     assert "deactivated rs-fec: not allowed by tier 'basic'" in plan.explanations
     assert "deactivated gone-shard: no longer in the catalog" in plan.explanations
+
+
+def test_a_baseline_shard_missing_from_the_device_is_a_clear_device_error():
+    tier = TIERS["standard"]
+    modules = frozenset(s.module for s in CATALOG.shards.values() if s.id != tier.baseline[0])
+    dev = DeviceState("sim", {"cpu": 100, "mem_kb": 512, "bw_kbps": 20000}, {}, modules)
+    with pytest.raises(DeviceError, match=f"baseline shard '{tier.baseline[0]}'.*not on the device"):
+        allocate(CATALOG, tier, dev, Needs.from_report(report({"standard": 100})), 0.0)

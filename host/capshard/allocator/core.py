@@ -6,7 +6,7 @@ no clock, inputs never mutated.
 
 import math
 
-from ..catalog.errors import CatalogError, NeedsError
+from ..catalog.errors import CatalogError, DeviceError, NeedsError
 from ..catalog.loader import baseline_problem
 from ..catalog.vocab import PRIORITY_RANK, SECURITY_RANK
 from . import explain
@@ -50,16 +50,81 @@ def baseline_plan(catalog, agreement, device, now=0.0):
     return Plan(agreement.name, device.board, now, None, profile, ops, words)
 
 
-def allocate(catalog, agreement, device, needs, now, previous=None):
-    """Decide the device's profile for these needs; return a Plan."""
+def allocate(catalog, agreement, device, needs, now, previous=None, cache=None):
+    """Decide the device's profile for these needs; return a Plan.
+
+    ``cache`` (a ChoiceCache, optional) remembers the choice of shards -- the
+    costly, clock-free part -- per (tier, board, capacities, modules, running
+    profile, needs); the lease, operations and explanations are worked out
+    anew each time, so a cached choice gives the same Plan as a fresh one."""
     device = _check_inputs(catalog, agreement, device, needs)
+    key = choice_key(agreement, device, needs) if cache is not None else None
+    choice = cache.get(key) if cache is not None else None
+    if choice is None:
+        choice = _choose(catalog, agreement, device, needs)
+        if cache is not None:
+            cache.put(key, choice)
+    (sk, scores, utility, weak, gone, sticky, selection, evictions, shrunk, stats, weights) = choice
+    stats = dict(stats)
+    baseline = set(agreement.baseline)
+    capacity = tuple(min(a, b) for a, b in zip(device.capacity, agreement.caps))
+    final = [sk.ids[i] for i in selection]
+    dynamic = [sid for sid in final if sid not in baseline]
+    preempted = [sk.ids[v] for v, _ in evictions if sk.ids[v] not in final]
+    return _finish(catalog, agreement, device, now, previous, sk, scores, utility, weak, gone, sticky,
+                   selection, evictions, shrunk, stats, weights, capacity, baseline, final, dynamic, preempted)
+
+
+def choice_key(agreement, device, needs):
+    """What the choice of shards depends on. The running profile counts
+    without its lease countdown (``dur_s``), and the needs without the
+    device id and report number, so devices alike share one entry."""
+    # In their own order: iteration order decides ties and the order of the words.
+    running = tuple((sid, tuple((k, v) for k, v in op.items() if k != "dur_s"))
+                    for sid, op in device.current.items())
+    wants = (tuple(needs.classes.items()), needs.security, tuple(needs.dests))
+    return (id(agreement), agreement.name, device.board, tuple(device.capacity), device.modules, running, wants)
+
+
+class ChoiceCache:
+    """A bounded LRU of allocation choices (see allocate)."""
+
+    def __init__(self, size=4096):
+        from collections import OrderedDict
+        self.size, self.entries = size, OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        try:
+            value = self.entries[key]
+        except (KeyError, TypeError):
+            self.misses += 1
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key, value):
+        try:
+            self.entries[key] = value
+        except TypeError:
+            return  # an unhashable input: not cached
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+def _choose(catalog, agreement, device, needs):
+    """The choice of shards: pure in its inputs, no clock."""
     sk = skeleton(catalog, agreement, device.board, device.modules)
     capacity = tuple(min(a, b) for a, b in zip(device.capacity, agreement.caps))
     weights = NeedWeights(needs, agreement)
     scores = score(catalog, weights, sk.ids)
     utility = [scores[sid][0] for sid in sk.ids]
     baseline = set(agreement.baseline)
-    for sid in baseline:
+    for sid in sorted(baseline):
+        if sid not in sk.index:
+            raise DeviceError("device", f"baseline shard '{sid}'", None,
+                              f"cannot run on this device: {sk.refused.get(sid, 'not a candidate')}")
         utility[sk.index[sid]] = 0.0   # always there: not part of what the plan wins
     rank = [PRIORITY_RANK[scores[sid][1]] for sid in sk.ids]
     weak = _under_protecting(catalog, sk, needs)
@@ -98,10 +163,11 @@ def allocate(catalog, agreement, device, needs, now, previous=None):
                 chosen = [sk.ids[i] for i in selection]
                 refill, _ = solve(sk.problem(capacity, utility, chosen, (), bonus, weak))
                 selection = refill or selection
-    final = [sk.ids[i] for i in selection]
-    dynamic = [sid for sid in final if sid not in baseline]
-    preempted = [sk.ids[v] for v, _ in evictions if sk.ids[v] not in final]
+    return (sk, scores, utility, weak, gone, sticky, selection, evictions, shrunk, stats, weights)
 
+
+def _finish(catalog, agreement, device, now, previous, sk, scores, utility, weak, gone, sticky, selection,
+            evictions, shrunk, stats, weights, capacity, baseline, final, dynamic, preempted):
     # Lease: one expiry for the whole dynamic profile, renewed when it runs low.
     prev_expiry = _expiry(previous)
     renew = ()

@@ -48,6 +48,7 @@ def run(args):
         return 1
     metrics = Metrics()
     service = ProviderService(cfg.broker_host, cfg.broker_port, keystore, fleet=Fleet(store), policy=policy,
+                              brokers=cfg.brokers,
                               options=cfg.options, metrics=metrics, client_id=cfg.client_id,
                               username=cfg.username, password=cfg.password, share_group=cfg.share_group)
     stop = threading.Event()

@@ -30,7 +30,8 @@ def draw(timeline, path):
     rows = sorted(spans)
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(12, 0.35 * len(rows) + 2.2))
+    steps = len(timeline.marks)
+    fig, ax = plt.subplots(figsize=(12, 0.35 * len(rows) + 2.6 + 0.2 * steps))
     devices = sorted({d for d, _ in rows})
     colours = {d: plt.cm.tab10(i % 10) for i, d in enumerate(devices)}
     for y, key in enumerate(rows):
@@ -40,11 +41,13 @@ def draw(timeline, path):
     ax.invert_yaxis()
     for i, (t, title) in enumerate(timeline.marks):
         ax.axvline(t, color="grey", linewidth=0.8, linestyle="--")
-        ax.text(t, -0.8 - (i % 2) * 0.6, f"{i + 1}", fontsize=8, ha="center")
+        ax.annotate(str(i + 1), (t, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                    textcoords="offset points", fontsize=8, ha="center", va="bottom")
     ax.set_xlabel("seconds since the provider started")
-    ax.set_title("capshard demo: shards each device runs, as its traffic changes "
-                 "(dashed lines: scenario steps)")
-    fig.tight_layout()
+    ax.set_title("capshard demo: the shards each device runs as its traffic changes", pad=14)
+    legend = "\n".join(f"{i + 1}. {title}" for i, (_, title) in enumerate(timeline.marks))
+    fig.text(0.01, 0.005, legend, fontsize=8, va="bottom", ha="left", family="monospace")
+    fig.tight_layout(rect=(0, 0.02 + 0.022 * steps, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

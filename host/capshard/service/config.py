@@ -19,6 +19,7 @@ class ServiceConfig:
     path: str
     broker_host: str = "127.0.0.1"
     broker_port: int = 1883
+    brokers: list = dataclasses.field(default_factory=list)  # [(host, port)]: the cluster's nodes, in order
     username: str | None = None
     password: str | None = None
     store_url: str | None = None
@@ -61,9 +62,21 @@ def load(path):
     cfg = ServiceConfig(path)
     cfg.broker_host = get("broker", "host", str, cfg.broker_host)
     cfg.broker_port = get("broker", "port", int, cfg.broker_port)
+    nodes = get("broker", "hosts", list)
+    if nodes is not None:
+        if "host" in doc.get("broker", {}):
+            raise ConfigError(f"{path}: [broker] give host or hosts, not both")
+        if not nodes:
+            raise ConfigError(f"{path}: [broker] hosts is empty")
+        cfg.brokers = [_node(path, n, cfg.broker_port) for n in nodes]
+        cfg.broker_host, cfg.broker_port = cfg.brokers[0]
+    else:
+        cfg.brokers = [(cfg.broker_host, cfg.broker_port)]
     cfg.username = get("broker", "username", str)
     cfg.password = get("broker", "password", str)
-    cfg.store_url = rel(get("store", "url", str))
+    if "url" in doc.get("store", {}) and "dsn" in doc.get("store", {}):
+        raise ConfigError(f"{path}: [store] give url or dsn, not both")
+    cfg.store_url = rel(get("store", "url", str) or get("store", "dsn", str))
     cfg.keystore = rel(get("keys", "keystore", str, cfg.keystore))
     cfg.catalog = rel(get("allocator", "catalog", str))
     cfg.agreements = rel(get("allocator", "agreements", str))
@@ -83,3 +96,24 @@ def load(path):
     cfg.client_id = get("service", "client_id", str, cfg.client_id)
     cfg.share_group = get("service", "share_group", str)
     return cfg
+
+
+def _node(path, node, default_port):
+    """One broker of a cluster: "host", "host:port" or {host, port}."""
+    if isinstance(node, dict) and isinstance(node.get("host"), str) and node["host"]:
+        port = node.get("port", default_port)
+    elif isinstance(node, str) and node:
+        host, sep, port = node.rpartition(":")
+        if not sep or not host:
+            host, port = node, default_port
+        else:
+            try:
+                port = int(port)
+            except ValueError:
+                raise ConfigError(f"{path}: [broker] hosts: bad port in {node!r}") from None
+        node = {"host": host}
+    else:
+        raise ConfigError(f"{path}: [broker] hosts: each is \"host[:port]\" or {{host, port}}, got {node!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{path}: [broker] hosts: bad port {port!r} for {node['host']!r}")
+    return (node["host"], port)

@@ -65,7 +65,7 @@ class StaticPolicy:
 
 
 class AllocatorPolicy:
-    def __init__(self, catalog, agreements, default_tier, board_aliases=None):
+    def __init__(self, catalog, agreements, default_tier, board_aliases=None, plan_cache_size=4096):
         if default_tier not in agreements:
             raise PolicyError(f"default tier {default_tier!r} is not among the agreements "
                               f"({', '.join(sorted(agreements))})")
@@ -73,6 +73,10 @@ class AllocatorPolicy:
         self.agreements = agreements
         self.default_tier = default_tier
         self.board_aliases = dict(DEFAULT_BOARD_ALIASES if board_aliases is None else board_aliases)
+        # Devices alike with the same needs get the same choice of shards:
+        # remember it (bounded LRU; a new catalog makes a new policy, so a new cache).
+        from ..allocator.core import ChoiceCache
+        self.choices = ChoiceCache(plan_cache_size)
 
     @classmethod
     def from_files(cls, catalog_path=None, agreements_path=None, default_tier="standard", board_aliases=None):
@@ -99,7 +103,7 @@ class AllocatorPolicy:
             needs = Needs.from_report(device.needs, f"qos report of {device.device_id}") \
                 if device.needs else Needs(dev=device.device_id)
             previous = {"expires_at": device.desired_expires_at} if device.desired_expires_at else None
-            plan = allocate(self.catalog, agreement, state, needs, now, previous=previous)
+            plan = allocate(self.catalog, agreement, state, needs, now, previous=previous, cache=self.choices)
         except InputError as e:
             raise PolicyError(f"device {device.device_id}: {e}") from None
         return Decision(plan.profile, plan.operations, plan.expires_at, list(plan.explanations),

@@ -16,8 +16,10 @@ spread-out, bounded queue of full-state syncs instead of a burst.
 Anything it cannot accept is logged with the reason, counted, and dropped.
 """
 
+import dataclasses
 import logging
 import random
+import socket
 import threading
 import time
 
@@ -38,15 +40,18 @@ STALE_RETRIES = 5
 class ProviderService:
     def __init__(self, host, port, keystore, desired_for=None, fleet=None,
                  client_id="capshard-provider", username=None, password=None, *,
-                 policy=None, options=None, metrics=None, share_group=None):
+                 policy=None, options=None, metrics=None, share_group=None, brokers=None):
         """``policy`` decides profiles (AllocatorPolicy for the real thing);
         ``desired_for(device_id, birth) -> list of op dicts`` is the short form
-        of a StaticPolicy. ``fleet`` defaults to an in-memory SQLite store."""
+        of a StaticPolicy. ``fleet`` defaults to an in-memory SQLite store.
+        ``brokers`` ([(host, port)], default [(host, port)]): the nodes of a
+        broker cluster, tried in order at start until one takes us."""
         if policy is None:
             if desired_for is None:
                 raise ValueError("ProviderService needs a policy or a desired_for function")
             policy = StaticPolicy(desired_for)
-        self.host, self.port = host, port
+        self.brokers = [tuple(b) for b in brokers] if brokers else [(host, port)]
+        self.host, self.port = self.brokers[0]
         self.keystore = keystore
         self.policy = policy
         self.fleet = fleet or Fleet()
@@ -66,6 +71,10 @@ class ProviderService:
         self._wake = threading.Event()
         self._worker = None
         self._bucket = TokenBucket(self.opts.rate_per_s, self.opts.burst)
+        # Counted when scraped, not at every birth and state: a COUNT over the
+        # fleet per message grows with the fleet.
+        self.metrics.devices_online.set_function(self._count_online)
+        self._online_seen = 0
         self._renew_asked = {}
         self._connects = 0
         self._reconnected_at = None
@@ -79,7 +88,16 @@ class ProviderService:
 
     # ---- lifecycle ------------------------------------------------------------
     def start(self, timeout=10):
-        self.client.connect(self.host, self.port, keepalive=30)
+        for i, (host, port) in enumerate(self.brokers):
+            try:
+                self.client.connect(host, port, keepalive=30)
+            except OSError:
+                if i == len(self.brokers) - 1:
+                    raise
+                log.warning("broker %s:%s unreachable, trying the next one", host, port)
+                continue
+            self.host, self.port = host, port
+            break
         self.client.loop_start()
         if not self._connected.wait(timeout):
             self.client.loop_stop()
@@ -108,6 +126,12 @@ class ProviderService:
         if reason_code.is_failure:
             log.error("broker refused the provider: %s", reason_code)
             return
+        # Instructions are small writes that must leave now: without this,
+        # Nagle's algorithm holds one back until the broker's delayed ACK (~40 ms).
+        try:
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass  # not a TCP socket (a test double, a websocket transport)
         # One wildcard over all device topics, so a message on a topic we do
         # not know is seen and reported instead of silently ignored. Several
         # providers sharing a fleet split the messages with a shared subscription.
@@ -198,7 +222,14 @@ class ProviderService:
                 self.fleet.event(device_id, "failover", f"failover of {ev.get('shard')}: {ev.get('reason', '')}")
 
     def _online_changed(self):
-        self.metrics.devices_online.set(self.store.count_online())
+        pass  # devices_online is counted when scraped (see _count_online)
+
+    def _count_online(self):
+        try:
+            self._online_seen = self.store.count_online()
+        except StoreError:
+            pass  # the store is away: show the last count
+        return self._online_seen
 
     def _request(self, device_id, kinds, delay):
         self.store.request_work(device_id, kinds, time.time() + delay)
@@ -273,6 +304,9 @@ class ProviderService:
                     self._process(w["device_id"], w["pending"])
                 except PolicyError as e:
                     self.fleet.record_error(str(e))
+                except Exception as e:  # one device's failure must not starve the others
+                    log.exception("reconciling %s failed", w["device_id"])
+                    self.fleet.record_error(f"reconciling {w['device_id']}: internal error {e!r}")
 
     def _retry_or_time_out(self, now):
         for inst in self.store.due_retries(now):
@@ -361,7 +395,9 @@ class ProviderService:
                                  "preempted " + ", ".join(sorted(decision.preempted)) + " to make room")
             why = "; ".join(decision.explanations[:3]) or "new plan"
             self.fleet.event(rec.device_id, "desired", f"desired v{version}: {why}")
-            return self.fleet.device(rec.device_id), True, decision
+            # what we just wrote, without reading the device back
+            return dataclasses.replace(rec, desired=decision.profile, desired_version=version,
+                                       desired_expires_at=decision.expires_at), True, decision
         raise PolicyError(f"device {rec.device_id}: desired state kept changing under us "
                           f"({STALE_RETRIES} stale writes)")
 

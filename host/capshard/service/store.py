@@ -74,6 +74,10 @@ class _SqliteBackend:
         self.conn.row_factory = sqlite3.Row
         if path != ":memory:":
             self.conn.execute("PRAGMA journal_mode=WAL")  # readers (the CLI) never block the service
+            # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a
+            # crash of the process loses nothing, a power cut at most the last
+            # commits (the devices' retained state and next reports restore them).
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         self.errors = (sqlite3.Error,)
 
     @contextmanager
