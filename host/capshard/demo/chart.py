@@ -47,7 +47,7 @@ def draw(timeline, path):
     ax.set_title("capshard demo: the shards each device runs as its traffic changes", pad=14)
     legend = "\n".join(f"{i + 1}. {title}" for i, (_, title) in enumerate(timeline.marks))
     fig.text(0.01, 0.005, legend, fontsize=8, va="bottom", ha="left", family="monospace")
-    fig.tight_layout(rect=(0, 0.02 + 0.022 * steps, 1, 1))
+    fig.tight_layout(rect=(0, 0.015 + 0.0125 * steps, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
