@@ -78,6 +78,7 @@ class ProviderService:
         self._renew_asked = {}
         self._connects = 0
         self._reconnected_at = None
+        self._resynced = {}  # device id -> the reconnect it was re-synced for
         self.handlers = {
             "birth": self._on_birth,
             "ack": self._on_ack,
@@ -199,7 +200,9 @@ class ProviderService:
                 self.request_rebirth(device_id)
                 return
             if self._reconnected_at and (rec["born_at"] or 0) < self._reconnected_at \
-                    and device_id in self.keystore:
+                    and device_id in self.keystore and self._resynced.get(device_id) != self._reconnected_at:
+                # Once per reconnect: the sync's own ack and state must not ask for another.
+                self._resynced[device_id] = self._reconnected_at
                 self._request(device_id, WORK_SYNC, random.uniform(0, self.opts.birth_jitter_s))
             else:
                 self._request(device_id, WORK_CHECK, self.opts.check_delay_s)
