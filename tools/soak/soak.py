@@ -18,10 +18,10 @@ instruction log is read. An instruction is *lost* if the provider sent it and
 it is neither answered (SUCCEEDED, REJECTED, FAILED) nor superseded by a
 newer full state. Convergence time: from a lightweight device's QoS report to
 the provider recording the ack of the instruction it caused. The MicroPython
-heap is the resident heap_used of the agents' health messages: at the start
-(median of the first three) and at the end (median of the last three, taken
-after the agent is back on its first traffic and the profile it had at the
-start, since running shards use heap); the provider's memory is its VmRSS.
+heap is the resident heap_used of the agents' health messages, compared like
+with like: the first samples taken with the profile the agent ends with
+against the last ones (running shards use heap, so a bigger profile is not a
+leak); the provider's memory is its VmRSS.
 
 Last line, exactly:
 soak: minutes=M devices=D instructions=I lost=L converge_p99_s=C mp_heap_growth_kb=G
@@ -121,7 +121,7 @@ class Soak:
         self.samples = []           # (report sent at, instruction id)
         self.stats = {"instructions": 0, "lost": 0, "bad_mac": 0, "duplicates": 0}
         self.counts = {"churn": 0, "broker_restarts": 0, "shard_failures": 0, "needs_changes": 0, "reports": 0}
-        self.heap = {}              # device id -> [(health t, heap_used, monotonic time seen)]
+        self.heap = {}              # device id -> [(health t, heap_used, monotonic time seen, shards)]
         self.first_traffic = {}     # device id -> traffic kinds at the start
         self.start_profile = {}     # device id -> shards it ran at the start
         self.rss = []
@@ -262,7 +262,8 @@ class Soak:
                 if h and h.get("heap_used") is not None:
                     seen = self.heap.setdefault(dev, [])
                     if not seen or seen[-1][0] != h.get("t"):
-                        seen.append((h.get("t"), h["heap_used"], time.monotonic()))
+                        seen.append((h.get("t"), h["heap_used"], time.monotonic(),
+                                     frozenset(h.get("shards") or {})))
             await asyncio.sleep(2)
 
     # ---- the run --------------------------------------------------------------
@@ -355,7 +356,7 @@ class Soak:
                 since = time.monotonic()
             elif not same:
                 since = None
-            if since is not None and all(any(m > since for _, _, m in self.heap.get(dev, []))
+            if since is not None and all(any(s[2] > since for s in self.heap.get(dev, []))
                                          for dev in self.agents):
                 return since
             await asyncio.sleep(1)
@@ -391,12 +392,16 @@ class Soak:
         p99 = conv[min(len(conv) - 1, int(0.99 * len(conv)))] if conv else float("nan")
         growth = []
         for dev, seen in sorted(self.heap.items()):
-            values = [h for _, h, _ in seen]
-            ends = [h for _, h, m in seen if self.heap_from is not None and m > self.heap_from] or values[-1:]
-            start, end = statistics.median(values[:3]), statistics.median(ends[-3:])
+            # Compare like with like: the heap when the agent first ran the
+            # profile it ends with, against the end. A bigger profile at the
+            # end is more shards loaded, not a leak.
+            final = seen[-1][3]
+            same = [h for _, h, _, shards in seen if shards == final]
+            start, end = statistics.median(same[:3]), statistics.median(same[-3:])
             growth.append(end - start)
-            say(f"{dev}: heap_used start {start / 1024:.1f} KiB, end {end / 1024:.1f} KiB "
-                f"({len(values)} health samples)")
+            say(f"{dev}: heap_used {start / 1024:.1f} KiB when it first ran its final profile "
+                f"({', '.join(sorted(final))}), {end / 1024:.1f} KiB at the end "
+                f"({len(same)} of {len(seen)} health samples with that profile)")
         growth_kb = max(growth) / 1024 if growth else float("nan")
         say(f"instructions sent {len(rows)}, acked {len(acks)} ({states}), superseded {superseded}, "
             f"lost {len(lost)}")
