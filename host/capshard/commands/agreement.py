@@ -8,7 +8,7 @@ import time
 
 from ..catalog import DEFAULT_AGREEMENTS, DEFAULT_CATALOG, InputError, load_agreements, load_catalog
 from ..service import views
-from ..service.store import WORK_REPLAN, StoreError, open_store
+from ..service.store import WORK_REPLAN
 
 
 def register(sub):
@@ -42,10 +42,8 @@ def assign(args):
     if args.rate <= 0:
         print("capshard agreement assign: --rate must be > 0", file=sys.stderr)
         return 1
-    try:
-        store = open_store(args.db)
-    except StoreError as e:
-        print(f"capshard agreement assign: {e}", file=sys.stderr)
+    store = views.open_store_for("agreement assign", args.db)
+    if store is None:
         return 1
     try:
         known = [d["device_id"] for d in store.list_devices()]

@@ -2,7 +2,6 @@
 instructions and their outcomes, health, recent events)."""
 
 from ..service import views
-from ..service.store import StoreError, open_store
 
 
 def register(sub):
@@ -17,10 +16,8 @@ def register(sub):
 
 
 def show_device(args):
-    try:
-        store = open_store(args.db)
-    except StoreError as e:
-        print(f"capshard device show: {e}")
+    store = views.open_store_for("device show", args.db)
+    if store is None:
         return 1
     try:
         data = views.device_detail(store, args.device_id, instructions=args.instructions)

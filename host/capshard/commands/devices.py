@@ -1,7 +1,6 @@
 """`capshard devices`: the fleet at a glance."""
 
 from ..service import views
-from ..service.store import StoreError, open_store
 
 
 def register(sub):
@@ -12,10 +11,8 @@ def register(sub):
 
 
 def run(args):
-    try:
-        store = open_store(args.db)
-    except StoreError as e:
-        print(f"capshard devices: {e}")
+    store = views.open_store_for("devices", args.db)
+    if store is None:
         return 1
     try:
         data = views.devices_view(store)

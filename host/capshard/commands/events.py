@@ -1,11 +1,9 @@
 """`capshard events`: what happened in the fleet (births, plans, instructions,
 acks, timeouts, errors); --follow keeps tailing it live."""
 
-import sys
 import time
 
 from ..service import views
-from ..service.store import StoreError, open_store
 
 
 def register(sub):
@@ -24,10 +22,8 @@ def register(sub):
 
 
 def run(args):
-    try:
-        store = open_store(args.db)
-    except StoreError as e:
-        print(f"capshard events: {e}", file=sys.stderr)
+    store = views.open_store_for("events", args.db)
+    if store is None:
         return 1
     since = time.time() - args.since if args.since is not None else None
     try:

@@ -7,7 +7,6 @@ import time
 from datetime import datetime
 
 from ..service import usage, views
-from ..service.store import StoreError, open_store
 
 
 def register(sub):
@@ -55,10 +54,8 @@ def run(args):
     if end < start:
         print("capshard usage: --to is before --from", file=sys.stderr)
         return 2
-    try:
-        store = open_store(args.db)
-    except StoreError as e:
-        print(f"capshard usage: {e}", file=sys.stderr)
+    store = views.open_store_for("usage", args.db)
+    if store is None:
         return 1
     try:
         report = usage.summarize(store.instructions(args.device), start, end, args.device)

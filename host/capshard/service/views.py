@@ -53,6 +53,17 @@ def device_detail(store, device_id, instructions=10, events=15):
     }
 
 
+def open_store_for(command, db):
+    """The fleet store for a CLI command, or None after saying why on stderr."""
+    from .store import StoreError, open_store
+
+    try:
+        return open_store(db)
+    except StoreError as e:
+        print(f"capshard {command}: {e}", file=sys.stderr)
+        return None
+
+
 def add_db_argument(p):
     p.add_argument("--db", help="fleet store: a SQLite path or postgresql:// URL "
                                 "(default: $CAPSHARD_DB, else capshard-fleet.sqlite)")
