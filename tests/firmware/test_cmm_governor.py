@@ -117,3 +117,28 @@ print(json.dumps([g.enforced, free, g.limit(32), g.floor(), g.before_load("s", 8
         assert enforced is False and free is None
         assert limit == "unenforced" and floor == "unenforced"
         assert fits is None and too_big is None and code_over is None and code_ok is None
+
+
+def test_heap_lent_to_cold_code_counts_as_free(fw):
+    """While ops are applied, the apply code itself is on the heap only for
+    that call: the floor is checked against the heap as it will be after."""
+    code = """
+import json
+from capdev.cmm.governor import MemoryGovernor
+class Heap:
+    def heap_used(self):
+        return 100 * 1024
+    def heap_free(self):
+        return 24 * 1024
+g = MemoryGovernor(16, Heap())
+refused = g.before_load("s", 12)       # 24 - 12 < 16
+g.lent_b = 10 * 1024                     # cold code that goes after the apply
+lent = [g.free_kb(), g.before_load("s", 12), g.before_load("s", 20)]
+g.lent_b = 0
+print(json.dumps([refused, lent, g.free_kb()]))
+"""
+    refused, (free, fits, too_big), after = fw.run_json(code)
+    assert refused == "heap: loading s with mem_kb 12 would leave 12 kb free, below the floor of 16 kb"
+    assert free == 34 and fits is None
+    assert "would leave 14 kb free" in too_big
+    assert after == 24

@@ -16,6 +16,9 @@ class MemoryGovernor:
         self.floor_kb = floor_kb
         self._heap = heap
         self.enforced = heap.heap_used() is not None
+        # Heap held by cold code loaded only for the current operation (set by
+        # the manager while it applies ops): free again once that is done.
+        self.lent_b = 0
 
     def measure(self):
         """Heap bytes in use after a collection, or None when unenforced."""
@@ -24,9 +27,10 @@ class MemoryGovernor:
         return self._heap.heap_used()
 
     def free_kb(self):
+        """Free heap in KiB, counting what lent cold code gives back."""
         if not self.enforced:
             return None
-        return self._heap.heap_free() // 1024
+        return (self._heap.heap_free() + (self.lent_b if self.lent_b > 0 else 0)) // 1024
 
     def before_load(self, shard_id, mem_kb):
         """Reason to refuse loading a shard that may grow to ``mem_kb``, or None."""

@@ -5,6 +5,8 @@
 # This module is the resident hot loop (ticks, steps, heartbeats); applying
 # ops and failures (cmm/ops.py), leases (leases.py) and reports (reports.py)
 # are imported on use.
+import sys
+
 from capdev import platform
 from capdev.cmm import governor
 from capdev.cmm.health import EventLog, HealthPolicy, HealthRecord
@@ -117,12 +119,27 @@ class ShardManager:
         Deactivations run first, then adjustments, then activations from the
         highest priority down, so important shards get the resources first.
         """
-        return _ops().apply(self, ops, lease_s)
+        try:
+            return self._cold_ops().apply(self, ops, lease_s)
+        finally:
+            self.mem.lent_b = 0
 
     def set_baseline(self, ops):
         """Remember the agreement's baseline profile (the activate ops the
         device returns to when temporary ops end or the provider is lost)."""
-        _ops().set_baseline(self, ops)
+        self._cold_ops().set_baseline(self, ops)
+
+    def _cold_ops(self):
+        """ops.py, imported if it is not loaded. The agent unloads it after
+        each instruction, so the heap it takes is lent, not spent: the
+        governor checks the free-heap floor as it will be once it is gone."""
+        if "capdev.cmm.ops" in sys.modules:
+            return _ops()
+        before = self.mem.measure()
+        ops = _ops()
+        if before is not None:
+            self.mem.lent_b = self.mem.measure() - before
+        return ops
 
     def provider_lost_for(self, seconds):
         """The agent calls this while the provider is unreachable. Past the
