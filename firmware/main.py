@@ -3,6 +3,7 @@
 # the files at the board's root. A config or firmware problem is printed and
 # the boot stops at the REPL (no crash loop), so the operator can reflash.
 import os
+import sys
 
 JOURNAL = "fw.commit"  # written by `capshard flash` once every staged file is verified
 STAGE = ".stage/"
@@ -73,6 +74,8 @@ def boot():
         import romboot
 
         romboot.mount()
+        romboot = None
+        del sys.modules["romboot"]  # not needed again: its code leaves the heap
     except ImportError:
         pass
     except Exception as e:  # romboot.RomError: a broken image must not stop the boot

@@ -100,10 +100,3 @@ def mount():
         raise RomError("cannot mount the ROMFS image: " + str(e))
     _first_on_path()
     return kind
-
-
-def run(module):
-    """Mount, then run ``module``'s main(argv) as `micropython -m module` would."""
-    mount()
-    mod = __import__(module, None, None, ["main"])
-    return mod.main(sys.argv[1:])

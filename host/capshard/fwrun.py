@@ -34,7 +34,10 @@ def micropython_binary():
 
 CODES = ("source", "mpy", "romfs")
 # romfs mode: the agent is started through romboot, which mounts the image first.
-_ROM_MODULE = "import romboot,sys\nsys.exit(romboot.run({!r}))"
+# romboot is dropped once the image is mounted: its bytecode came from the
+# filesystem into the heap and is not needed again.
+_ROM_MODULE = ("import romboot,sys\nromboot.mount()\ndel sys.modules['romboot']\nromboot=None\n"
+               "_m=__import__({!r},None,None,['main'])\nsys.exit(_m.main(sys.argv[1:]))")
 _ROM_PRELUDE = "import romboot\nromboot.mount()\n"
 
 
