@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 3600
 MINUTES ?= 10
 
-.PHONY: setup system-deps test-deps demo test clean fuzz bench-alloc bench-rnma bench-device bench-shards bench-e2e bench-fleet soak
+.PHONY: setup system-deps test-deps demo test clean fuzz bench-alloc bench-rnma bench-device bench-codec bench-shards bench-e2e bench-fleet soak
 
 setup: $(VENV)/.installed system-deps
 
@@ -46,6 +46,10 @@ bench-rnma: setup
 
 bench-device: setup
 	$(PY) tools/bench/bench_device.py
+
+# The device's per-message hot paths (CBOR, HMAC, COSE verify) on both runtimes.
+bench-codec: setup
+	$(PY) tools/bench/bench_codec.py
 
 # A fleet under churn, broker restarts and shard failures for MINUTES minutes.
 soak: setup test-deps

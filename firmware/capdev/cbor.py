@@ -66,14 +66,25 @@ def _head(out, major, n):
         out.append(mt | 24)
         out.append(n)
     elif n < 0x10000:
+        # byte by byte: to_bytes() would allocate a bytes object per head
         out.append(mt | 25)
-        out.extend(n.to_bytes(2, "big"))
+        out.append(n >> 8)
+        out.append(n & 0xFF)
     elif n < 0x100000000:
         out.append(mt | 26)
-        out.extend(n.to_bytes(4, "big"))
+        out.append(n >> 24)
+        out.append((n >> 16) & 0xFF)
+        out.append((n >> 8) & 0xFF)
+        out.append(n & 0xFF)
     else:
         out.append(mt | 27)
         out.extend(n.to_bytes(8, "big"))
+
+
+def append_head(out, major, n):
+    """Append the shortest head of major type ``major`` with argument ``n`` to
+    the bytearray ``out`` (for callers that stream an item's content)."""
+    _head(out, major, n)
 
 
 def _half_bits(bits32):
@@ -139,6 +150,28 @@ def _key_bytes(k):
     return kb  # bytearrays compare bytewise; no copy needed
 
 
+# Built once: a tuple literal in isinstance() is built anew, on the heap, at
+# every call on MicroPython.
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+_ARRAY_TYPES = (list, tuple)
+
+
+def _sort_keys(encs, keys):
+    # Insertion sort of the encoded keys, carrying the keys along: no
+    # (encoding, key) tuple per entry, and device maps are small. Distinct
+    # keys have distinct encodings, so the order is total.
+    for i in range(1, len(encs)):
+        e = encs[i]
+        k = keys[i]
+        j = i - 1
+        while j >= 0 and encs[j] > e:
+            encs[j + 1] = encs[j]
+            keys[j + 1] = keys[j]
+            j -= 1
+        encs[j + 1] = e
+        keys[j + 1] = k
+
+
 def _enc(out, obj, depth, max_depth):
     if obj is None:
         out.append(0xF6)
@@ -160,12 +193,12 @@ def _enc(out, obj, depth, max_depth):
         b = obj.encode("utf-8")
         _head(out, 3, len(b))
         out.extend(b)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
+    elif isinstance(obj, _BYTES_TYPES):
         _head(out, 2, len(obj))
         out.extend(obj)
     elif isinstance(obj, float):
         _float(out, obj)
-    elif isinstance(obj, (list, tuple)):
+    elif isinstance(obj, _ARRAY_TYPES):
         depth += 1
         if depth > max_depth:
             raise CBORError(DEPTH, "limit %d" % max_depth)
@@ -178,13 +211,16 @@ def _enc(out, obj, depth, max_depth):
             raise CBORError(DEPTH, "limit %d" % max_depth)
         # Keys in bytewise order of their encodings (section 4.2.1); dict order
         # differs between runtimes, so never rely on it.
-        # Distinct keys have distinct encodings, so tuples never compare values.
-        items = [(_key_bytes(k), v) for k, v in obj.items()]
-        items.sort()
-        _head(out, 5, len(items))
-        for kb, v in items:
-            out.extend(kb)
-            _enc(out, v, depth, max_depth)
+        n = len(obj)
+        keys = list(obj)
+        encs = [None] * n
+        for i in range(n):
+            encs[i] = _key_bytes(keys[i])
+        _sort_keys(encs, keys)
+        _head(out, 5, n)
+        for i in range(n):
+            out.extend(encs[i])
+            _enc(out, obj[keys[i]], depth, max_depth)
     elif isinstance(obj, Tag):
         depth += 1
         if depth > max_depth:

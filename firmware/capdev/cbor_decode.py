@@ -57,9 +57,12 @@ class _Decoder:
         if p + n > self.end:
             raise CBORError(TRUNCATED, "in head")
         self.pos = p + n
-        if n == 1:
-            return self.mv[p]
-        return int.from_bytes(self.mv[p:p + n], "big")
+        mv = self.mv
+        v = mv[p]
+        # byte by byte: a memoryview slice would be allocated per head
+        for i in range(p + 1, p + n):
+            v = (v << 8) | mv[i]
+        return v
 
     def _length(self, n, unit):
         # Declared lengths are checked against the input and max_size before
@@ -112,9 +115,10 @@ class _Decoder:
             raise CBORError(DEPTH, "limit %d" % self.max_depth)
         if major == 4:
             self._length(n, 1)
-            out = []
-            for _ in range(n):
-                out.append(self.item(depth))
+            # sized once (n is bounded by the input above), not grown per item
+            out = [None] * n
+            for i in range(n):
+                out[i] = self.item(depth)
             return out
         if major == 5:
             self._length(n, 2)

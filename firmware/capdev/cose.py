@@ -1,7 +1,7 @@
 # COSE_Mac0 (RFC 9052 section 6.2) with HMAC 256/256 only: the signature on
 # provider instructions. Raises only CoseError; pure apart from the HMAC shim.
 from capdev import cbor
-from capdev.platform import hmac_sha256, constant_time_equal
+from capdev.platform import constant_time_equal, hmac_key, hmac_sha256_keyed
 
 TAG_MAC0 = 17
 ALG_HMAC_256_256 = 5
@@ -28,9 +28,30 @@ class CoseError(ValueError):
         self.reason = reason
 
 
-def _mac_structure(protected, payload):
+def _mac_prefix(protected, payload_len):
     # MAC_structure = ["MAC0", protected bstr as sent, external_aad = h'', payload]
-    return cbor.dumps(["MAC0", protected, b"", payload])
+    # up to the payload's own bytes: the HMAC takes the payload after it, so
+    # the payload is never copied into a joined structure.
+    out = bytearray(b"\x84\x64MAC0")  # array(4), text(4) "MAC0"
+    cbor.append_head(out, 2, len(protected))
+    out.extend(protected)
+    out.append(0x40)  # h''
+    cbor.append_head(out, 2, payload_len)
+    return out
+
+
+# (key, its hmac_key()) for the last key used: a device MACs with one key, so its
+# pads are computed once instead of per message.
+_last_key = None
+
+
+def _mac(key, protected, payload):
+    global _last_key
+    last = _last_key
+    if last is None or last[0] != key:
+        last = (bytes(key), hmac_key(key))
+        _last_key = last
+    return hmac_sha256_keyed(last[1], _mac_prefix(protected, len(payload)), payload)
 
 
 def mac0_create(payload, key, kid):
@@ -38,7 +59,7 @@ def mac0_create(payload, key, kid):
     if not isinstance(payload, (bytes, bytearray)) or not isinstance(kid, (bytes, bytearray)):
         raise CoseError(MALFORMED, "payload and kid must be bytes")
     payload = bytes(payload)
-    tag = hmac_sha256(key, _mac_structure(_PROTECTED, payload))
+    tag = _mac(key, _PROTECTED, payload)
     msg = [_PROTECTED, {_H_KID: bytes(kid)}, payload, tag]
     return cbor.dumps(cbor.Tag(TAG_MAC0, msg))
 
@@ -103,7 +124,7 @@ def mac0_verify(data, keys, max_size=8192):
             raise CoseError(UNKNOWN_KID)
     if len(tag) != _TAG_LEN:
         raise CoseError(BAD_TAG, "length %d, want %d" % (len(tag), _TAG_LEN))
-    expected = hmac_sha256(key, _mac_structure(protected, payload))
+    expected = _mac(key, protected, payload)
     if not constant_time_equal(expected, tag):
         raise CoseError(BAD_TAG, "MAC mismatch")
     return kid, payload

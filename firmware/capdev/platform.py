@@ -111,19 +111,44 @@ except ImportError:
 if _hmac is None:
     _BLOCK = const(64)
 
-    def hmac_sha256(key, msg):
-        # RFC 2104 on top of hashlib; MicroPython has no hmac module.
+    def hmac_key(key):
+        """``key`` prepared for hmac_sha256_keyed(): for a key that MACs many
+        messages, so its RFC 2104 pads are computed once."""
         if len(key) > _BLOCK:
             key = hashlib.sha256(key).digest()
-        key = key + bytes(_BLOCK - len(key))
-        inner = hashlib.sha256(bytes(k ^ 0x36 for k in key))
+        # built in place: no generator, no intermediate copies
+        ipad = bytearray(_BLOCK)
+        ipad[:len(key)] = key
+        opad = bytearray(ipad)
+        for i in range(_BLOCK):
+            c = ipad[i]
+            ipad[i] = c ^ 0x36
+            opad[i] = c ^ 0x5C
+        return ipad, opad
+
+    def hmac_sha256_keyed(prepared, msg, more=None):
+        """HMAC-SHA256 of ``msg`` then ``more`` (hashed in turn, never joined)."""
+        inner = hashlib.sha256(prepared[0])
         inner.update(msg)
-        outer = hashlib.sha256(bytes(k ^ 0x5C for k in key))
+        if more is not None:
+            inner.update(more)
+        outer = hashlib.sha256(prepared[1])
         outer.update(inner.digest())
         return outer.digest()
 else:
-    def hmac_sha256(key, msg):
-        return _hmac.new(key, msg, hashlib.sha256).digest()
+    def hmac_key(key):
+        return _hmac.new(key, None, hashlib.sha256)
+
+    def hmac_sha256_keyed(prepared, msg, more=None):
+        h = prepared.copy()
+        h.update(msg)
+        if more is not None:
+            h.update(more)
+        return h.digest()
+
+
+def hmac_sha256(key, msg):
+    return hmac_sha256_keyed(hmac_key(key), msg)
 
 
 def constant_time_equal(a, b):
