@@ -152,7 +152,7 @@ class Agent:
         await self.client.publish(self.topic(kind), cbor.dumps(msg), qos, retain)
 
     # ---- applying operations ----------------------------------------------
-    def apply(self, msg):
+    def apply(self, msg, lent_b=0):
         """Hand the operations to the shard manager; returns per-op results.
 
         A full instruction is the whole desired profile: whatever runs and is
@@ -176,7 +176,7 @@ class Agent:
         for op in ops:
             if op.get("dur_s", 0) > lease:
                 lease = op["dur_s"]
-        results = self.manager.apply(extra + ops, lease or None)
+        results = self.manager.apply(extra + ops, lease or None, lent_b)
         if self.vpn is not None:
             self.vpn.after_apply(results)  # re-binds the slots, notes it in the acks
         self._record_profile()
@@ -203,7 +203,11 @@ class Agent:
             log.error("message on unexpected topic " + topic + " ignored")
             return
         self.trim()  # room for the checking code, then for applying
+        before = platform.heap_used()
         from capdev.cmm.pipeline import InstructionPipeline, Rejection
+
+        # Held only until the ack: lent, not spent (see ShardManager.apply).
+        lent_b = platform.heap_used() - before if before is not None else 0
 
         pipeline = InstructionPipeline(self.device_id, self._key_for, self.store)
         try:
@@ -222,7 +226,7 @@ class Agent:
             log.info("duplicate instruction " + str(value["id"]) + ": re-sending its ack")
             await self.send(protocol.ACK, value)
             return
-        results = self.apply(value)
+        results = self.apply(value, lent_b)
         self.trim(APPLYING)  # before the commit writes the state file
         ack = pipeline.commit(value, results)
         pipeline = None
@@ -254,6 +258,9 @@ class Agent:
         )
         self.client.on_connect = self.on_connect
         self.client.on_message = self.on_message
+        # Imported once now so its names are interned: the heap measured
+        # around its import per instruction is then its code alone.
+        __import__("capdev.cmm.pipeline")
         self.trim()
         await self.client.connect()
         shards_task = asyncio.create_task(self.manager.run())

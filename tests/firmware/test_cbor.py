@@ -7,6 +7,7 @@ floats travel as IEEE-754 bits, text and bytes as hex, ints as decimal text.
 
 import json
 import random
+import struct
 import sys
 
 import cbor2
@@ -216,6 +217,35 @@ def _examples(strategy, n):
     return out
 
 
+def _cbor2_half_quirk(v):
+    """True when ``v`` holds a float that half precision keeps exactly but
+    cbor2 (5.x, canonical=True) writes as single: |x| in [32768, 65504].
+    RFC 8949 section 4.2.1 wants the shortest form, so there our bytes are
+    right and shorter, and only the value can be compared."""
+    if isinstance(v, float):
+        return 32768 <= abs(v) <= 65504 and struct.unpack(">e", struct.pack(">e", v))[0] == v
+    if isinstance(v, (list, tuple)):
+        return any(_cbor2_half_quirk(x) for x in v)
+    if isinstance(v, dict):
+        return any(_cbor2_half_quirk(x) for x in v.values())
+    return False
+
+
+def _assert_same_as_cbor2(ours, v):
+    theirs = cbor2.dumps(v, canonical=True)
+    if _cbor2_half_quirk(v):
+        assert describe(cbor2.loads(ours)) == describe(v) and len(ours) < len(theirs), repr(v)
+    else:
+        assert ours == theirs, repr(v)
+
+
+def test_cbor2_writes_exponent_15_halves_as_single_floats():
+    # Pins the quirk the two tests below allow for: if cbor2 starts writing
+    # the half, _cbor2_half_quirk can go.
+    assert cbor2.dumps(32768.0, canonical=True).hex() == "fa47000000"
+    assert cbor2.dumps(16384.0, canonical=True).hex() == "f97400"
+
+
 def test_host_cbor2_to_firmware_and_back_is_byte_identical(fw):
     values = _examples(VALUES, 200)
     encoded = [cbor2.dumps(v, canonical=True) for v in values]
@@ -225,7 +255,7 @@ def test_host_cbor2_to_firmware_and_back_is_byte_identical(fw):
     ), [e.hex() for e in encoded])
     for v, e, (desc, again) in zip(values, encoded, results):
         assert desc == describe(v), e.hex()
-        assert again == e.hex()
+        _assert_same_as_cbor2(bytes.fromhex(again), v)
 
 
 def test_firmware_to_host_cbor2_is_byte_identical(fw):
@@ -234,7 +264,7 @@ def test_firmware_to_host_cbor2_is_byte_identical(fw):
                     [describe(v) for v in values])
     for v, got in zip(values, results):
         data = bytes.fromhex(got)
-        assert data == cbor2.dumps(v, canonical=True), repr(v)
+        _assert_same_as_cbor2(data, v)
         assert describe(cbor2.loads(data)) == describe(v)
 
 

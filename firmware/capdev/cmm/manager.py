@@ -93,6 +93,7 @@ class ShardManager:
         self._last_ticks = clock.ticks_ms()
         self._mono = 0
         self._running = False
+        self._ops_b = 0  # heap the cold apply code takes (see _cold_ops); 0 until measured
         _ops()  # loaded up front so a caller measuring the heap sees them from the start
         _reports()
 
@@ -111,16 +112,21 @@ class ShardManager:
         self.events.emit(shard, event, self._mono, reason, old, new)
 
     # ---- the cold half (ops.py) --------------------------------------------------
-    def apply(self, ops, lease_s=None):
+    def apply(self, ops, lease_s=None, lent_b=0):
         """Carry out ``ops``; return one ack result per op, in order.
 
         Conflicts (two activations for one slot) are settled by prio, then
         recency (the later op wins); the loser is rejected with the reason.
         Deactivations run first, then adjustments, then activations from the
         highest priority down, so important shards get the resources first.
+        ``lent_b``: heap the caller holds only for this instruction (the code
+        that checked it); with the apply code's own, the free-heap floor
+        counts it as free, since it goes once the instruction is done.
         """
+        ops_mod = self._cold_ops()
+        self.mem.lent_b = self._ops_b + lent_b
         try:
-            return self._cold_ops().apply(self, ops, lease_s)
+            return ops_mod.apply(self, ops, lease_s)
         finally:
             self.mem.lent_b = 0
 
@@ -131,14 +137,15 @@ class ShardManager:
 
     def _cold_ops(self):
         """ops.py, imported if it is not loaded. The agent unloads it after
-        each instruction, so the heap it takes is lent, not spent: the
-        governor checks the free-heap floor as it will be once it is gone."""
+        each instruction: what importing it takes is noted (``_ops_b``) as
+        heap lent to an apply, not spent. Its names were interned when the
+        manager was built, so the figure is the code alone."""
         if "capdev.cmm.ops" in sys.modules:
             return _ops()
         before = self.mem.measure()
         ops = _ops()
         if before is not None:
-            self.mem.lent_b = self.mem.measure() - before
+            self._ops_b = self.mem.measure() - before
         return ops
 
     def provider_lost_for(self, seconds):

@@ -78,13 +78,13 @@ class Classifier:
 
     def port_class(self, proto, port):
         """(class, conf) of the first rule matching the protocol and port, or None."""
-        t = self.ports
+        t = self.ports  # 4 little-endian uint16 per rule (rules.py)
         web = proto == 6 or proto == 17
-        for i in range(0, len(t), 4):
-            p = t[i]
-            if (p == proto or (p == ANY and web)) and t[i + 1] <= port <= t[i + 2]:
-                v = t[i + 3]
-                return v >> 8, v & 255
+        for i in range(0, len(t), 8):
+            p = t[i] | (t[i + 1] << 8)
+            if ((p == proto or (p == ANY and web)) and t[i + 2] | (t[i + 3] << 8) <= port
+                    and port <= t[i + 4] | (t[i + 5] << 8)):
+                return t[i + 7], t[i + 6]
         return None
 
     def name_class(self, name):

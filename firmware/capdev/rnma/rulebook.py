@@ -12,7 +12,6 @@
 # proto "udp", "tcp", "any" or a number as a string ("50" for ESP); names
 # [pattern, class]; sensitive/integrity [pattern, ...]; behaviour {name: value}.
 import json
-from array import array
 
 from capdev import platform
 from capdev.rnma.rules import ANY, BEHAVIOUR, NEVER, RulesError, class_index, defaults
@@ -29,16 +28,23 @@ def _proto_code(p):
     return NEVER if n in (6, 17) else n
 
 
+def _u16(out, n):
+    out.append(n & 255)
+    out.append(n >> 8)
+
+
 def compile_ports(rules):
-    """[proto, first, last, class, conf] lists -> array of 4 uint16 per rule:
-    proto code, first, last, (class << 8) | conf."""
-    out = array("H")
+    """[proto, first, last, class, conf] lists -> bytes, 4 little-endian
+    uint16 per rule: proto code, first, last, (class << 8) | conf."""
+    out = bytearray()
     for r in rules:
-        out.append(_proto_code(r[0]))
-        out.append(r[1])
-        out.append(r[2])
-        out.append((class_index(r[3]) << 8) | r[4])
-    return out
+        if not 0 <= r[1] <= r[2] <= 65535:
+            raise ValueError("port range " + str(r[1]) + "-" + str(r[2]))
+        _u16(out, _proto_code(r[0]))
+        _u16(out, r[1])
+        _u16(out, r[2])
+        _u16(out, (class_index(r[3]) << 8) | r[4])
+    return bytes(out)
 
 
 def compile_patterns(patterns):
@@ -73,21 +79,21 @@ def compile_names(rules):
 
 def _compile_text_ports(groups):
     # ("class", "proto first[-last] conf, ...") in rule order.
-    out = array("H")
+    rules = []
     for cls, text in groups:
-        c = class_index(cls) << 8
         for rule in text.split(","):
             p, rng, conf = rule.split()
             dash = rng.find("-")
-            out.append(_proto_code(p))
-            out.append(int(rng[:dash]) if dash > 0 else int(rng))
-            out.append(int(rng[dash + 1:]) if dash > 0 else int(rng))
-            out.append(c | int(conf))
-    return out
+            first = int(rng[:dash]) if dash > 0 else int(rng)
+            last = int(rng[dash + 1:]) if dash > 0 else first
+            rules.append((p, first, last, cls, int(conf)))
+    return compile_ports(rules)
 
 
 def build_defaults():
-    """(ports, names, sensitive, integrity), compiled."""
+    """(ports, names, sensitive, integrity), compiled from the text below.
+    The device reads them prebuilt from rules_table.py (generated from this
+    by `python -m capshard.build rules-table`), not from here."""
     names = []
     for cls, text in NAMES:
         names.append((class_index(cls),) + compile_patterns(text.split()))

@@ -8,10 +8,12 @@
 # names: [pattern, class]; "example.com" matches the domain and its subdomains,
 #        "~word" matches any name containing word.
 #
-# On the device the rules are held compiled (rulebook.py has the default text
-# and the compilers): one uint16 array for the ports and one string per class
-# for the names, a few KiB instead of hundreds of small lists. Order is kept:
-# the first matching rule wins.
+# On the device the rules are held compiled: one bytes object of uint16s for
+# the ports and one string per class for the names, a few KiB instead of
+# hundreds of small lists. The defaults come prebuilt in rules_table.py
+# (generated from the text in rulebook.py, which also compiles a board's
+# JSON overrides); as constants of a module in a ROMFS image they stay in
+# flash. Order is kept: the first matching rule wins.
 from capdev import unload
 
 CLASSES = (
@@ -77,8 +79,11 @@ def defaults():
     """The default rules, compiled (built once, then shared)."""
     global _defaults
     if _defaults is None:
-        _defaults = _book().build_defaults()
-        unload("capdev.rnma.rulebook")  # the source text is not needed again
+        from capdev.rnma import rules_table as t
+
+        _defaults = (t.PORTS, t.NAMES, t.SENSITIVE, t.INTEGRITY)
+        t = None
+        unload("capdev.rnma.rules_table")  # the constants stay, referenced here
     return {"ports": _defaults[0], "names": _defaults[1], "sensitive": _defaults[2],
             "integrity": _defaults[3], "behaviour": BEHAVIOUR}
 
@@ -100,5 +105,3 @@ def load(path):
     """Defaults overridden by the lists in a JSON file (any subset of the keys)."""
     return _book().load(path)
 
-
-defaults()  # compiled at import, like the rule lists they replace
