@@ -84,7 +84,8 @@ def test_choice_cache_gives_the_plans_a_fresh_allocation_gives():
             assert (got.profile, got.operations, got.expires_at, got.explanations, got.preempted) == \
                 (fresh.profile, fresh.operations, fresh.expires_at, fresh.explanations, fresh.preempted)
             reported = copy.deepcopy(got.profile)
-    assert policy.choices.hits > 20   # devices alike shared entries: the cached path was checked
+    # devices alike shared entries: the cached paths (a cached choice, a cached plan) were checked
+    assert policy.choices.hits > 5 and policy.plans.hits > 5
 
 
 def test_choice_cache_is_bounded():
@@ -94,3 +95,33 @@ def test_choice_cache_is_bounded():
         cache.put(k, k)
     assert cache.get(0) is None and cache.get(1) is None and cache.get(4) == 4
     assert len(cache.entries) == 3
+
+
+def test_plan_cache_gives_the_plans_a_fresh_allocation_gives_across_leases():
+    """Whole plans are cached per (choice, lease countdowns, lease position):
+    devices in step share entries, and each still gets its own expiry."""
+    policy = AllocatorPolicy.from_files()
+    rng = random.Random(11)
+    base = time.time()
+    for trial in range(200):
+        caps = {"cpu": 100, "mem_kb": 300, "bw_kbps": 20000}
+        rec = DeviceRecord(f"d{trial}", True, {"board": "simulated", "caps": caps, "last_seq": 0})
+        reported = {}
+        for step in range(4):
+            classes, level = NEEDS[(trial + step) % 2]
+            rec.needs = {"v": 1, "dev": rec.device_id, "seq": step, "t": 0, "classes": classes,
+                         "security": {"level": level, "dests": ["bank.example"] if level != "none" else []}}
+            rec.reported = reported
+            now = base + step * 10 + rng.choice([0.0, 0.25, 0.5])
+            rec.desired_expires_at = rng.choice([None, base + 3600, base + 7200, now + 5, now + 100000])
+            tier = rng.choice(policy.tiers())
+            got = policy.decide(rec, tier, now)
+            state = DeviceState("sim", dict(caps), copy.deepcopy(reported), None)
+            previous = {"expires_at": rec.desired_expires_at} if rec.desired_expires_at else None
+            fresh = allocate(policy.catalog, policy.agreements[tier], state, Needs.from_report(rec.needs), now,
+                             previous=previous)
+            assert (got.profile, got.operations, got.expires_at, got.explanations, got.preempted) == \
+                (fresh.profile, fresh.operations, fresh.expires_at, fresh.explanations, fresh.preempted)
+            got.profile.clear()          # callers may change what they got: the cache keeps its own
+            reported = copy.deepcopy(fresh.profile)
+    assert policy.plans.hits > 100

@@ -15,6 +15,11 @@ instructions, against what mosquitto itself moves.
    and the work through the store's compare-and-set claims: the speed-up
    over one process on PostgreSQL.
 
+Every configuration also prints where the CPU went during its measured
+window (providers, simulated devices, broker, database, whole machine) and
+reports per provider-CPU-second: on a small machine all of them share the
+cores, so that figure tells the provider's own cost from the machine's limit.
+
 Last line: ``fleet: reports_per_s=R broker_raw_per_s=W ratio=X speedup_2=S2 speedup_4=S4``
 (R from step 2, X = R / W).
 """
@@ -82,6 +87,66 @@ def broker_raw(broker, payload, count=RAW_MESSAGES):
     return got[0] / dt
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of one process so far (0 when gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def named_pids(name):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() == name:
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def machine_busy():
+    """(busy, total) CPU seconds of the whole machine so far."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / TICK, sum(v) / TICK
+
+
+class CpuWindow:
+    """CPU seconds per group of processes between start() and stop()."""
+
+    def __init__(self, groups):
+        self.groups = groups    # name -> function returning pids
+
+    def _sample(self):
+        return {name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}, \
+            machine_busy(), time.monotonic()
+
+    def start(self):
+        self.a = self._sample()
+
+    def stop(self):
+        (a, (ab, at), t0), (b, (bb, bt), t1) = self.a, self._sample()
+        self.wall = t1 - t0
+        # processes that appeared meanwhile (database backends) count from 0
+        self.used = {n: sum(v - a[n].get(pid, 0.0) for pid, v in b[n].items()) for n in b}
+        self.machine = (bb - ab) / self.wall
+        self.cores = (bt - at) / self.wall
+
+    def line(self):
+        parts = ", ".join(f"{n} {100 * v / self.wall:.0f}%" for n, v in self.used.items())
+        return f"CPU over the window: {parts}; machine {100 * self.machine:.0f}% of {100 * self.cores:.0f}%"
+
+
 def write_config(path, broker, keys, store_url, client_id, share_group=None):
     lines = ["[broker]", f'host = "{broker.host}"', f"port = {broker.port}",
              "[store]", f'url = "{store_url}"', "[keys]", f'keystore = "{keys}"',
@@ -104,13 +169,17 @@ def run_config(work, broker, keys, store_url, processes, share_group, label):
     sim = subprocess.Popen([sys.executable, os.path.join(HERE, "simdevices.py"), broker.host, str(broker.port),
                             keys, f"{label}-", str(DEVICES), "fleet", str(SECONDS)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cpu = CpuWindow({"providers": lambda: [p.pid for p in procs], "devices": lambda: [sim.pid],
+                     "broker": lambda: [broker.proc.pid], "database": lambda: named_pids("postgres")})
     try:
         if not sim.stdout.readline():
             raise RuntimeError(f"[{label}] simulated devices did not come up")
         time.sleep(1.0)   # the checks after the initial syncs
         sim.stdin.write("go\n")
         sim.stdin.flush()
+        cpu.start()
         out = json.loads(sim.stdout.readline())
+        cpu.stop()
         sim.wait(30)
     finally:
         for p in procs:
@@ -124,7 +193,9 @@ def run_config(work, broker, keys, store_url, processes, share_group, label):
     print(f"[{label}] {processes} provider process(es), {DEVICES} devices: {len(out['samples'])} reports -> "
           f"instructions in {out['t1'] - out['t0']:.1f} s = {rate:.0f} reports/s "
           f"(lost {out['lost']}, bad MAC {out['bad_mac']})", flush=True)
-    return rate
+    per_cpu = len(out["samples"]) / max(cpu.used["providers"], 1e-9)
+    print(f"[{label}] {cpu.line()}; {per_cpu:.0f} reports per provider-CPU-second", flush=True)
+    return rate, per_cpu
 
 
 def main():
@@ -145,16 +216,18 @@ def main():
                 keystore.provision(f"{label}-{i:04d}")
         keys = os.path.join(work, "keys.json")
         keystore.save(keys)
-        r1 = run_config(work, broker, keys, os.path.join(work, "fleet.sqlite"), 1, None, "sqlite1")
+        r1, r1_cpu = run_config(work, broker, keys, os.path.join(work, "fleet.sqlite"), 1, None, "sqlite1")
 
         from conftest import _fresh_pg_db, _PgServer   # the service tests' private PostgreSQL
         pg = _PgServer().start()
-        rates = {}
+        rates, per_cpu = {}, {}
         for n, label in ((1, "pg1"), (2, "pg2"), (4, "pg4")):
-            rates[n] = run_config(work, broker, keys, _fresh_pg_db(pg), n, "dsa", label)
+            rates[n], per_cpu[n] = run_config(work, broker, keys, _fresh_pg_db(pg), n, "dsa", label)
         s2, s4 = rates[2] / rates[1], rates[4] / rates[1]
         print(f"[postgresql] speed-up over one process: 2 processes {s2:.2f}x, 4 processes {s4:.2f}x "
               f"({os.cpu_count()} CPU cores for providers, devices, broker and database together)")
+        print(f"[per CPU] reports per provider-CPU-second: sqlite {r1_cpu:.0f}; postgresql 1 process "
+              f"{per_cpu[1]:.0f}, 2 processes {per_cpu[2]:.0f}, 4 processes {per_cpu[4]:.0f}")
         print(f"[ratio] one provider turns {r1:.0f} reports/s into instructions; each costs 4 broker messages "
               f"(report, instruction, ack, state): {4 * r1:.0f} messages/s of the broker's {raw:.0f}")
         print(f"elapsed {time.monotonic() - started:.0f} s")

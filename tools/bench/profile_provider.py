@@ -41,6 +41,7 @@ from simdevices import CODES, NEEDS, SECURITY  # noqa: E402
 class Msg:
     def __init__(self, topic, payload):
         self.topic, self.payload = topic, payload
+        self.qos, self.mid = 0, 0   # nothing to acknowledge to the broker
 
 
 class Harness:
@@ -57,12 +58,19 @@ class Harness:
             self.sent.append(inst)
         svc._publish = spy
 
-    def deliver(self, device_id, kind, obj):
-        self.svc._on_message(None, None, Msg(wire.topic(device_id, kind), cbor2.dumps(obj)))
+    def deliver(self, device_id, kind, obj, into=None):
+        """Hand a message to the service now, or add it to ``into``: messages
+        waiting together are recorded together, as the service's inbox does."""
+        msg = Msg(wire.topic(device_id, kind), cbor2.dumps(obj))
+        if into is None:
+            self.svc.handle_messages([msg])
+        else:
+            into.append(msg)
 
     def answer(self):
         """Each device acks what it was sent and publishes its state."""
         sent, self.sent = self.sent, []
+        inbox = []
         for inst in sent:
             d = inst["dev"]
             prof = {} if inst["full"] else self.profiles[d]
@@ -75,9 +83,11 @@ class Harness:
                 results.append({"shard": op["shard"], "op": op["op"], "code": CODES[op["op"]], "reason": ""})
             self.profiles[d] = prof
             self.deliver(d, "ack", {"v": 1, "dev": d, "id": inst["id"], "seq": inst["seq"], "status": "applied",
-                                    "reason": "", "results": results})
+                                    "reason": "", "results": results}, inbox)
             self.deliver(d, "state", {"v": 1, "dev": d, "online": True, "seq": inst["seq"], "profile": prof,
-                                      "shards": {}})
+                                      "shards": {}}, inbox)
+        if inbox:
+            self.svc.handle_messages(inbox)
         return len(sent)
 
     def settle(self, now):
@@ -95,13 +105,16 @@ class Harness:
     def reports(self, count, now_offset):
         """``count`` reports round-robin over the devices; returns instructions sent."""
         made = 0
+        inbox = []
         for k in range(count):
             d = self.ids[k % len(self.ids)]
             self.seq[d] += 1
             which = self.seq[d] % 2
             self.deliver(d, "qos", {"v": 1, "dev": d, "seq": self.seq[d], "t": int(time.time()),
-                                    "classes": NEEDS[which], "security": SECURITY[which]})
+                                    "classes": NEEDS[which], "security": SECURITY[which]}, inbox)
             if k % len(self.ids) == len(self.ids) - 1 or k == count - 1:
+                self.svc.handle_messages(inbox)
+                inbox = []
                 # a round: every device planned, sent, acked, checked
                 while True:
                     self.svc.reconcile_once(time.time() + now_offset)

@@ -122,6 +122,11 @@ class Fleet:
 
     # ---- changes -----------------------------------------------------------
     def notify(self):
+        if self.store.in_transaction():
+            # Waiters read the store while holding the condition: waking them
+            # from inside a transaction could deadlock. The batch's owner
+            # notifies once it committed.
+            return
         with self._cond:
             self._cond.notify_all()
 

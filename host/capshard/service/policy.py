@@ -6,6 +6,7 @@ desired profile and sends what it takes to get there.
 - AllocatorPolicy: the Dynamic Shard Allocator over the catalog and the tiers.
 """
 
+import math
 from dataclasses import dataclass, field
 
 MINIMAL_BASELINE = [{
@@ -77,6 +78,11 @@ class AllocatorPolicy:
         # remember it (bounded LRU; a new catalog makes a new policy, so a new cache).
         from ..allocator.core import ChoiceCache
         self.choices = ChoiceCache(plan_cache_size)
+        # Whole plans too: devices alike (same tier, board, running profile
+        # with its lease countdowns, needs, and lease position) get the same
+        # profile, operations and explanations; only the clock-dependent
+        # expiry is worked out per device (see _plan_key).
+        self.plans = ChoiceCache(plan_cache_size)
 
     @classmethod
     def from_files(cls, catalog_path=None, agreements_path=None, default_tier="standard", board_aliases=None):
@@ -103,8 +109,46 @@ class AllocatorPolicy:
             needs = Needs.from_report(device.needs, f"qos report of {device.device_id}") \
                 if device.needs else Needs(dev=device.device_id)
             previous = {"expires_at": device.desired_expires_at} if device.desired_expires_at else None
+            key, renew = _plan_key(agreement, state, needs, now, previous)
+            hit = self.plans.get(key) if key is not None else None
+            if hit is not None:
+                if hit.expires_at is None:
+                    expires_at = None
+                else:
+                    expires_at = now + agreement.max_profile_s if renew else previous["expires_at"]
+                return Decision({sid: dict(op) for sid, op in hit.profile.items()},
+                                [dict(op) for op in hit.operations], expires_at, list(hit.explanations),
+                                list(hit.preempted), tier)
             plan = allocate(self.catalog, agreement, state, needs, now, previous=previous, cache=self.choices)
         except InputError as e:
             raise PolicyError(f"device {device.device_id}: {e}") from None
-        return Decision(plan.profile, plan.operations, plan.expires_at, list(plan.explanations),
-                        list(plan.preempted), tier)
+        if key is not None:
+            self.plans.put(key, plan)
+        return Decision({sid: dict(op) for sid, op in plan.profile.items()}, [dict(op) for op in plan.operations],
+                        plan.expires_at, list(plan.explanations), list(plan.preempted), tier)
+
+
+def _plan_key(agreement, state, needs, now, previous):
+    """(key, renew) for the plan cache: the choice key, the running shards'
+    lease countdowns, and where the lease stands -- a new one (``renew``:
+    the expiry is now + max_profile_s) or the current one kept with
+    ``ceil(left)`` seconds to go (the expiry stays). Mirrors the lease rule
+    of allocator.core._finish; test_scale checks cached plans against fresh
+    ones. (None, False) when the inputs cannot be keyed: no caching."""
+    from ..allocator.core import RENEW_FRACTION, choice_key
+    try:
+        prev = previous.get("expires_at") if previous else None
+        if prev is None:
+            lease, renew = ("new",), True
+        else:
+            left = prev - now
+            if left < agreement.max_profile_s * RENEW_FRACTION or left > agreement.max_profile_s:
+                lease, renew = ("new",), True
+            else:
+                lease, renew = ("kept", int(math.ceil(left))), False
+        countdowns = tuple(("dur_s" in op, op.get("dur_s")) for op in state.current.values())
+        key = (choice_key(agreement, state, needs), countdowns, lease)
+        hash(key)
+    except Exception:  # malformed input: allocate() reports it properly
+        return None, False
+    return key, renew

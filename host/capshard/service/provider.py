@@ -14,8 +14,15 @@ spread-out, bounded queue of full-state syncs instead of a burst.
 - unacked instructions are retried (same id: the device de-duplicates) with
   backoff until their TTL, then TIMED_OUT.
 Anything it cannot accept is logged with the reason, counted, and dropped.
+
+Throughput: paho's thread only queues inbound messages; an inbox thread
+records all that are waiting in one store transaction (group commit) and
+acknowledges them to the broker after the commit. The reconciler takes due
+work in one transaction, plans with the store free, then writes a chunk of
+devices' instructions in one transaction before publishing them.
 """
 
+import collections
 import dataclasses
 import logging
 import random
@@ -24,9 +31,11 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .. import wire
-from .fleet import Fleet, profiles_match
+from .fleet import DeviceRecord, Fleet, profiles_match
 from .metrics import Metrics
 from .policy import PolicyError, StaticPolicy
 from .reconcile import ReconcileOptions, TokenBucket, backoff, full_state_ops, needs_changed
@@ -34,7 +43,23 @@ from .store import (SUCCEEDED, TIMED_OUT, WORK_CHECK, WORK_REPLAN, WORK_SYNC, St
                     StoreError)
 
 log = logging.getLogger("capshard.service")
-STALE_RETRIES = 5
+SHARED_SUB, STATE_SUB = 1, 2   # MQTT 5 subscription identifiers (shared group mode)
+INBOX_BATCH = 500       # messages recorded in one transaction at most
+WORK_BATCH = 200        # devices' work taken in one transaction at most
+CHUNK_PLAN_S = 0.005    # plan at most this long before writing and publishing a chunk (latency)
+
+
+@dataclasses.dataclass
+class _Job:
+    """One device's work, decided with the store free, written in a chunk."""
+    rec: DeviceRecord
+    kinds: int
+    wait: bool = False          # an instruction is in flight: come back later
+    decision: object = None     # a changed plan to write (against rec.desired_version)
+    repair: bool = False        # a drift re-send (marks the version repaired)
+    ops: list = None
+    full: bool = False
+    inst: dict = None
 
 
 class ProviderService:
@@ -59,8 +84,9 @@ class ProviderService:
         self.opts = options or ReconcileOptions()
         self.metrics = metrics or Metrics()
         self.share_group = share_group
+        # manual_ack: a message is acknowledged to the broker once what it says is committed
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5 if share_group else mqtt.MQTTv311)
+                                  protocol=mqtt.MQTTv5 if share_group else mqtt.MQTTv311, manual_ack=True)
         if username:
             self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
@@ -70,6 +96,12 @@ class ProviderService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._worker = None
+        self._inbox = collections.deque()
+        self._inbox_wake = threading.Event()
+        self._inbox_thread = None
+        # Per thread (the inbox and the reconciler batch at the same time):
+        # inside a batch, what to do once it committed (metrics, publishing).
+        self._local = threading.local()
         self._bucket = TokenBucket(self.opts.rate_per_s, self.opts.burst)
         # Counted when scraped, not at every birth and state: a COUNT over the
         # fleet per message grows with the fleet.
@@ -104,6 +136,8 @@ class ProviderService:
             self.client.loop_stop()
             raise RuntimeError(f"provider could not connect to {self.host}:{self.port}")
         self._stop.clear()
+        self._inbox_thread = threading.Thread(target=self._inbox_loop, name="capshard-inbox", daemon=True)
+        self._inbox_thread.start()
         self._worker = threading.Thread(target=self._work_loop, name="capshard-reconciler", daemon=True)
         self._worker.start()
         return self
@@ -111,9 +145,11 @@ class ProviderService:
     def stop(self):
         self._stop.set()
         self._wake.set()
-        if self._worker is not None:
-            self._worker.join(5)
-            self._worker = None
+        self._inbox_wake.set()
+        for t in (self._worker, self._inbox_thread):
+            if t is not None:
+                t.join(5)
+        self._worker = self._inbox_thread = None
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -137,8 +173,11 @@ class ProviderService:
         # not know is seen and reported instead of silently ignored. Several
         # providers sharing a fleet split the messages with a shared subscription.
         if self.share_group:
-            client.subscribe(f"$share/{self.share_group}/{wire.PREFIX}#", qos=1)
-            client.subscribe(wire.PREFIX + "+/state", qos=1)  # retained: not delivered to shared subscriptions
+            client.subscribe(f"$share/{self.share_group}/{wire.PREFIX}#", qos=1,
+                             properties=_sub_id(SHARED_SUB))
+            # retained states are not delivered to shared subscriptions: each of
+            # us reads them here; live ones come through the group (see _duplicate)
+            client.subscribe(wire.PREFIX + "+/state", qos=1, properties=_sub_id(STATE_SUB))
         else:
             client.subscribe(wire.PREFIX + "#", qos=1)
         self._connects += 1
@@ -151,8 +190,103 @@ class ProviderService:
 
     # ---- inbound --------------------------------------------------------------
     def _on_message(self, client, userdata, message):
+        # paho's network thread: queue only, so it keeps reading while the inbox records
+        self._inbox.append(message)
+        self._inbox_wake.set()
+
+    def _inbox_loop(self):
+        while True:
+            self._inbox_wake.wait(0.5)
+            self._inbox_wake.clear()
+            while self._inbox:
+                batch = []
+                while self._inbox and len(batch) < INBOX_BATCH:
+                    batch.append(self._inbox.popleft())
+                # By device (stable: each device's messages keep their order), so
+                # providers sharing a database take row locks in one order.
+                batch.sort(key=lambda m: m.topic.rsplit("/", 1)[0])
+                try:
+                    self.handle_messages(batch)
+                except Exception:  # keep the inbox going whatever one batch did
+                    log.exception("recording a batch of %d messages failed", len(batch))
+            if self._stop.is_set():
+                return
+
+    def handle_messages(self, messages):
+        """Record these messages in one transaction, then acknowledge them to
+        the broker. If the transaction fails, each is recorded on its own (one
+        bad message costs only itself)."""
+        post = self._post = []
+        try:
+            with self.store.batch():
+                device = None
+                for m in messages:
+                    this = m.topic.rsplit("/", 1)[0]
+                    if this != device:
+                        self.store.flush_work()   # the previous device's, before this one's locks
+                        device = this
+                    self._handle(m)
+        except StoreError as e:
+            log.warning("batch of %d messages rolled back (%s): recording them one by one", len(messages), e)
+            post.clear()
+            for m in messages:
+                mine = self._post = []
+                try:
+                    with self.store.batch():
+                        self._handle(m)
+                except StoreError as e1:
+                    log.error("message on %s dropped: %s", m.topic, e1)
+                    try:
+                        self.fleet.record_error(f"message on {m.topic} dropped: {e1}")
+                    except StoreError:
+                        pass  # the store is away
+                    continue
+                post.extend(mine)
+        finally:
+            self._post = None
+        for fn in post:
+            fn()
+        for m in messages:
+            if getattr(m, "qos", 0) == 1:
+                self.client.ack(m.mid, 1)
+        self.fleet.notify()
+        self._wake.set()
+
+    @property
+    def _post(self):
+        return getattr(self._local, "post", None)
+
+    @_post.setter
+    def _post(self, value):
+        self._local.post = value
+
+    def _after(self, fn):
+        """Run fn once this thread's batch committed (a rolled-back message
+        must not count in the metrics, nor publish what was not recorded)."""
+        post = self._post
+        if post is None:
+            fn()
+        else:
+            post.append(fn)
+
+    def _duplicate(self, message):
+        """In a share group, a live state reaches every provider through the
+        plain state subscription and one of them through the group: only
+        that one records it (the others would repeat its writes and checks).
+        A retained state is read through the plain subscription only
+        (mosquitto also hands it to a new shared subscriber)."""
+        if not self.share_group:
+            return False
+        ids = getattr(getattr(message, "properties", None), "SubscriptionIdentifier", None)
+        if not ids:
+            return False
+        return (STATE_SUB not in ids) if message.retain else (SHARED_SUB not in ids)
+
+    def _handle(self, message):
         if message.topic.endswith("/" + wire.INSTRUCTION):
             return  # our own instructions, seen through the wildcard
+        if self._duplicate(message):
+            return
         try:
             device_id, kind = wire.split_topic(message.topic)
             msg = wire.decode(message.payload)
@@ -162,8 +296,10 @@ class ProviderService:
         except wire.WireError as e:
             text = f"rejected message on {message.topic}: {e}"
             log.warning(text)
-            self.metrics.rejected_messages.inc()
+            self._after(self.metrics.rejected_messages.inc)
             self.fleet.record_error(text)
+        except StoreError:
+            raise  # the batch is rolled back and its messages recorded one by one
         except Exception as e:  # a bug in a handler must not stop the service
             log.exception("handler failed on %s", message.topic)
             self.fleet.record_error(f"internal error on {message.topic}: {e!r}")
@@ -175,7 +311,7 @@ class ProviderService:
         if device_id not in self.keystore:
             raise wire.WireError(f"birth from unknown device {device_id!r}")
         self.fleet.record_birth(device_id, birth)
-        self.metrics.reports.labels("birth").inc()
+        self._after(self.metrics.reports.labels("birth").inc)
         # Spread the syncs of a reconnect storm; the rate limiter bounds them.
         self._request(device_id, WORK_SYNC, random.uniform(0, self.opts.birth_jitter_s))
         self._online_changed()
@@ -183,10 +319,10 @@ class ProviderService:
     def _on_ack(self, device_id, ack):
         state, before = self.fleet.record_ack(device_id, ack)
         if before is not None:
-            self.metrics.instructions.labels(state).inc()
+            self._after(self.metrics.instructions.labels(state).inc)
             for r in ack.get("results") or []:
                 if r.get("code") == "activated":
-                    self.metrics.activations.labels(r.get("shard", "?")).inc()
+                    self._after(self.metrics.activations.labels(str(r.get("shard", "?"))).inc)
         if state != SUCCEEDED:
             log.warning("device %s: instruction %s %s: %s", device_id, ack.get("id"), state,
                         ack.get("reason") or ack.get("results"))
@@ -194,12 +330,15 @@ class ProviderService:
 
     def _on_state(self, device_id, state):
         if self.fleet.record_state(device_id, state):
-            rec = self.store.get_device(device_id)
-            if not rec["birth"] and device_id in self.keystore:
-                # Online since before we started: its birth went by unseen.
-                self.request_rebirth(device_id)
+            born, born_at = self.store.birth_of(device_id)
+            if not born and device_id in self.keystore:
+                # Online since before we started: its birth went by unseen. One
+                # request in flight is enough (retried until its TTL), also when
+                # several providers read the same retained state.
+                if not self.store.with_open_unsuperseded([device_id]):
+                    self.request_rebirth(device_id)
                 return
-            if self._reconnected_at and (rec["born_at"] or 0) < self._reconnected_at \
+            if self._reconnected_at and (born_at or 0) < self._reconnected_at \
                     and device_id in self.keystore and self._resynced.get(device_id) != self._reconnected_at:
                 # Once per reconnect: the sync's own ack and state must not ask for another.
                 self._resynced[device_id] = self._reconnected_at
@@ -212,16 +351,16 @@ class ProviderService:
         if not isinstance(report.get("classes"), dict):
             raise wire.WireError(f"qos report from {device_id}: field 'classes' missing or wrong type")
         old = self.fleet.record_needs(device_id, report)
-        self.metrics.reports.labels("qos").inc()
+        self._after(self.metrics.reports.labels("qos").inc)
         if needs_changed(old, report, self.opts.bw_change):
             self._request(device_id, WORK_REPLAN, self.opts.replan_delay_s)
 
     def _on_health(self, device_id, health):
         self.fleet.record_health(device_id, health)
-        self.metrics.reports.labels("health").inc()
+        self._after(self.metrics.reports.labels("health").inc)
         for ev in health.get("events") or []:
             if isinstance(ev, dict) and ev.get("ev") == "failover":
-                self.metrics.failovers.labels(str(ev.get("shard"))).inc()
+                self._after(self.metrics.failovers.labels(str(ev.get("shard"))).inc)
                 self.fleet.event(device_id, "failover", f"failover of {ev.get('shard')}: {ev.get('reason', '')}")
 
     def _online_changed(self):
@@ -298,18 +437,33 @@ class ProviderService:
             if rec and self._renew_asked.get(device_id) != rec.desired_expires_at:
                 self._renew_asked[device_id] = rec.desired_expires_at
                 self._request(device_id, WORK_REPLAN, 0)
-        for w in self.store.due_work(now):
-            if not self._bucket.take():
-                self._wake.set()   # come back when a token is there
-                break
-            if self.store.claim_work(w["device_id"], w["pending"], w["pending_after"]):
-                try:
-                    self._process(w["device_id"], w["pending"])
-                except PolicyError as e:
-                    self.fleet.record_error(str(e))
-                except Exception as e:  # one device's failure must not starve the others
-                    log.exception("reconciling %s failed", w["device_id"])
-                    self.fleet.record_error(f"reconciling {w['device_id']}: internal error {e!r}")
+        taken = time.monotonic()
+        with self.store.batch():   # one transaction: claim the due work, read those devices
+            # at most what the rate limiter allows now; the next tick brings more tokens
+            claimed = self.store.claim_due_work(now, min(WORK_BATCH, self._bucket.available()))
+            self._bucket.spend(len(claimed))
+            ids = [w["device_id"] for w in claimed]
+            rows = self.store.get_devices(ids)
+            in_flight = self.store.with_open_unsuperseded(ids)
+        chunk, started = [], time.monotonic()
+        for w in claimed:
+            device_id = w["device_id"]
+            try:
+                job = self._prepare(rows.get(device_id), w["pending"], device_id in in_flight, now)
+            except PolicyError as e:
+                self.fleet.record_error(str(e))
+                continue
+            except Exception as e:  # one device's failure must not starve the others
+                log.exception("reconciling %s failed", device_id)
+                self.fleet.record_error(f"reconciling {device_id}: internal error {e!r}")
+                continue
+            if job is not None:
+                chunk.append(job)
+            if chunk and time.monotonic() - started >= CHUNK_PLAN_S:
+                self._send_chunk(chunk, now, taken)
+                chunk, started = [], time.monotonic()
+        if chunk:
+            self._send_chunk(chunk, now, taken)
 
     def _retry_or_time_out(self, now):
         for inst in self.store.due_retries(now):
@@ -336,89 +490,125 @@ class ProviderService:
                 self.fleet.event(inst["device_id"], "retry",
                                  f"instruction {inst['id']} seq {inst['seq']} re-sent (attempt {inst['attempts'] + 1})")
 
-    def _process(self, device_id, kinds):
-        started = time.monotonic()
-        now = time.time()
-        rec = self.fleet.device(device_id)
-        if rec is None or not rec.online or not rec.birth:
-            return  # its next birth brings it up to date (and says what board it is)
+    def _prepare(self, row, kinds, in_flight, now):
+        """What to do for one device, from what was read: plans with the store
+        free. Returns a _Job, or None when there is nothing to send."""
+        if row is None:
+            return None
+        rec = DeviceRecord.from_row(row)
+        if not rec.online or not rec.birth:
+            return None  # its next birth brings it up to date (and says what board it is)
         sync = bool(kinds & WORK_SYNC)
-        if not sync and self.store.open_unsuperseded(device_id):
+        if not sync and in_flight:
             # one instruction in flight per device: plan against what it reports
-            self.store.request_work(device_id, kinds, now + self.opts.in_flight_wait_s)
-            return
-        tier = self.store.agreement(device_id)
+            return _Job(rec, kinds, wait=True)
+        job = _Job(rec, kinds)
         replan = bool(kinds & WORK_REPLAN) or rec.desired_version == 0 or \
             (rec.desired_expires_at is not None and rec.desired_expires_at <= now)
-        changed, decision = False, None
+        desired, expires_at = rec.desired, rec.desired_expires_at
         if replan:
-            rec, changed, decision = self._replan(rec, tier, now)
+            decision = self.policy.decide(rec, rec.tier, now)
+            if not (profiles_match(rec.desired, decision.profile) and decision.expires_at == rec.desired_expires_at
+                    and rec.desired_version > 0):
+                job.decision = decision
+                desired, expires_at = decision.profile, decision.expires_at
         if sync:
-            self._issue(rec, full_state_ops(rec.desired, rec.desired_expires_at, now), True, tier, now)
-        elif changed:
-            if decision.operations and not isinstance(self.policy, StaticPolicy):
-                self._issue(rec, decision.operations, False, tier, now)
-            else:
-                self._issue(rec, full_state_ops(rec.desired, rec.desired_expires_at, now), True, tier, now)
+            job.full = True
+        elif job.decision is not None:
+            job.full = not (job.decision.operations and not isinstance(self.policy, StaticPolicy))
+            if not job.full:
+                job.ops = job.decision.operations
         elif not profiles_match(rec.desired, rec.reported):
             # drift (a lost message, a failed op, a manual change): one full re-send per version
-            if self._repair_allowed(device_id, rec.desired_version):
-                self.store.mark_repaired(device_id, rec.desired_version)
-                self.fleet.event(device_id, "drift", f"reported profile differs from desired v{rec.desired_version}: "
-                                                     "re-sending the full state")
-                self._issue(rec, full_state_ops(rec.desired, rec.desired_expires_at, now), True, tier, now)
-            else:
-                return
+            if row["repaired_version"] == rec.desired_version:
+                return None
+            job.repair = job.full = True
         else:
+            return None
+        if job.full:
+            job.ops = full_state_ops(desired, expires_at, now)
+        return job
+
+    def _send_chunk(self, jobs, now, taken):
+        """Record these devices' plans and instructions in one transaction,
+        publish them (each recorded before it leaves), then mark them sent."""
+        post = self._post = []
+        try:
+            with self.store.batch():
+                for job in jobs:
+                    self._write_job(job, now)
+        except StoreError as e:
+            self._post = None
+            log.warning("writing %d devices' instructions failed (%s): each is retried", len(jobs), e)
+            for job in jobs:
+                try:
+                    self.store.request_work(job.rec.device_id, job.kinds, now + self.opts.in_flight_wait_s)
+                except StoreError:
+                    pass  # the store is away; the device's next message asks again
+            self.fleet.record_error(f"reconciler: {e}")
             return
-        self.metrics.decision_latency.observe(time.monotonic() - started)
+        finally:
+            self._post = None
+        for fn in post:
+            fn()
+        sent = [job for job in jobs if job.inst is not None]
+        for job in sent:
+            self._publish(job.rec.device_id, job.inst)
+        done = time.time()
+        with self.store.batch():
+            # each its own jitter, so a chunk's retries do not line up
+            self.store.mark_sent_many([(job.inst["id"], now + backoff(1, self.opts)) for job in sent], done)
+            for job in sent:
+                inst = job.inst
+                self.fleet.event(job.rec.device_id, "instruction",
+                                 f"instruction {inst['id']} seq {inst['seq']} sent "
+                                 f"({'full state' if job.full else f'{len(job.ops)} op(s)'})")
+        self.fleet.notify()
+        for job in sent:
+            self.metrics.instructions_sent.labels("full" if job.full else "delta").inc()
+        latency = time.monotonic() - taken
+        for _ in sent:
+            self.metrics.decision_latency.observe(latency)
 
-    def _repair_allowed(self, device_id, version):
-        row = self.store.get_device(device_id)
-        return row["repaired_version"] != version
-
-    def _replan(self, rec, tier, now):
-        """Decide, then write the desired profile against the version we read;
-        a concurrent writer makes us read again and decide again."""
-        for _ in range(STALE_RETRIES):
-            decision = self.policy.decide(rec, tier, now)
-            if profiles_match(rec.desired, decision.profile) and decision.expires_at == rec.desired_expires_at \
-                    and rec.desired_version > 0:
-                return rec, False, decision
+    def _write_job(self, job, now):
+        """Inside the chunk's transaction: the desired profile (against the
+        version read), the instruction (QUEUED), the events."""
+        rec = job.rec
+        device_id = rec.device_id
+        if job.wait:
+            self.store.request_work(device_id, job.kinds, now + self.opts.in_flight_wait_s)
+            return
+        decision = job.decision
+        if decision is not None:
             try:
-                version = self.store.write_desired(rec.device_id, decision.profile, rec.desired_version, now,
+                version = self.store.write_desired(device_id, decision.profile, rec.desired_version, now,
                                                    decision.expires_at, decision.explanations)
             except StaleWrite:
-                self.metrics.stale_writes.inc()
-                rec = self.fleet.device(rec.device_id)
-                continue
+                # another writer got there first: read again and decide again, next pass
+                self._after(self.metrics.stale_writes.inc)
+                self.store.request_work(device_id, job.kinds, now)
+                return
             if decision.preempted:
-                self.metrics.preemptions.inc(len(decision.preempted))
-                self.fleet.event(rec.device_id, "preempt",
+                self._after(lambda n=len(decision.preempted): self.metrics.preemptions.inc(n))
+                self.fleet.event(device_id, "preempt",
                                  "preempted " + ", ".join(sorted(decision.preempted)) + " to make room")
             why = "; ".join(decision.explanations[:3]) or "new plan"
-            self.fleet.event(rec.device_id, "desired", f"desired v{version}: {why}")
-            # what we just wrote, without reading the device back
-            return dataclasses.replace(rec, desired=decision.profile, desired_version=version,
-                                       desired_expires_at=decision.expires_at), True, decision
-        raise PolicyError(f"device {rec.device_id}: desired state kept changing under us "
-                          f"({STALE_RETRIES} stale writes)")
+            self.fleet.event(device_id, "desired", f"desired v{version}: {why}")
+            rec = dataclasses.replace(rec, desired=decision.profile, desired_version=version,
+                                      desired_expires_at=decision.expires_at)
+        if job.repair:
+            self.store.mark_repaired(device_id, rec.desired_version)
+            self.fleet.event(device_id, "drift", f"reported profile differs from desired v{rec.desired_version}: "
+                                                 "re-sending the full state")
+        inst = wire.make_instruction(device_id, self.store.next_seq(device_id), job.ops, job.full, now,
+                                     self.opts.ttl_s)
+        self.store.add_instruction(inst, rec.desired_version, rec.tier or self.policy.default_tier, now,
+                                   now + self.opts.ttl_s)
+        if job.full:
+            self.store.supersede_open(device_id, inst["id"])
+        job.inst = inst
 
     # ---- outbound -------------------------------------------------------------
-    def _issue(self, rec, ops, full, tier, now):
-        inst = wire.make_instruction(rec.device_id, self.store.next_seq(rec.device_id), ops, full, now,
-                                     self.opts.ttl_s)
-        self.store.add_instruction(inst, rec.desired_version, tier or self.policy.default_tier, now,
-                                   now + self.opts.ttl_s)
-        if full:
-            self.store.supersede_open(rec.device_id, inst["id"])
-        self._publish(rec.device_id, inst)
-        self.store.mark_sent(inst["id"], time.time(), now + backoff(1, self.opts))
-        self.metrics.instructions_sent.labels("full" if full else "delta").inc()
-        self.fleet.event(rec.device_id, "instruction", f"instruction {inst['id']} seq {inst['seq']} sent "
-                                                        f"({'full state' if full else f'{len(ops)} op(s)'})")
-        return inst
-
     def _publish(self, device_id, instruction):
         kid, key = self.keystore.get(device_id)
         self.client.publish(wire.topic(device_id, wire.INSTRUCTION),
@@ -431,9 +621,12 @@ class ProviderService:
         inst = wire.make_instruction(device_id, self.store.next_seq(device_id), [], False, now,
                                      self.opts.ttl_s, rebirth=True)
         self.store.add_instruction(inst, 0, None, now, now + self.opts.ttl_s)
-        self._publish(device_id, inst)
-        self.store.mark_sent(inst["id"], now, now + backoff(1, self.opts))
-        self.fleet.event(device_id, "instruction", f"rebirth requested (instruction {inst['id']} seq {inst['seq']})")
+
+        def send():  # once the instruction is committed (when asked from inside a batch)
+            self._publish(device_id, inst)
+            self.store.mark_sent(inst["id"], now, now + backoff(1, self.opts))
+            self.fleet.event(device_id, "instruction", f"rebirth requested (instruction {inst['id']} seq {inst['seq']})")
+        self._after(send)
         return inst
 
     def send_instruction(self, device_id, ops, full=False, ttl_s=None):
@@ -450,6 +643,12 @@ class ProviderService:
         self.metrics.instructions_sent.labels("manual").inc()
         self.fleet.event(device_id, "instruction", f"instruction {inst['id']} seq {inst['seq']} sent")
         return inst
+
+
+def _sub_id(n):
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.SubscriptionIdentifier = n
+    return props
 
 
 def _instruction_of(row):

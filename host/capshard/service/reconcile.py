@@ -46,6 +46,16 @@ class TokenBucket:
             return True
         return False
 
+    def available(self):
+        """Whole tokens there now (without taking them)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return int(self.tokens)
+
+    def spend(self, n):
+        self.tokens -= n
+
 
 def needs_changed(old, new, bw_change=0.25):
     """Enough difference between two QoS reports to run the allocator again:

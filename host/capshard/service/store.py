@@ -4,7 +4,9 @@ agreements, the instruction log and an event log, in SQL.
 SQLite (stdlib) is the embedded default; PostgreSQL (psycopg 3) is for several
 provider processes sharing one fleet. Both run the same statements (written
 with ``?`` placeholders) and the same migrations. Every method is one short
-transaction, so another process always sees a consistent fleet.
+transaction, so another process always sees a consistent fleet; inside
+``batch()`` the calls of one thread join a single transaction instead (group
+commit: one commit for many messages' writes).
 
 Desired-state writes use optimistic concurrency: the writer names the version
 it read, and a write against any other version raises StaleWrite.
@@ -68,7 +70,9 @@ class _SqliteBackend:
         if path != ":memory:" and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
-            self.conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            # a bigger statement cache: the bulk reads' IN (...) lists vary in length
+            self.conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False,
+                                        cached_statements=512)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite fleet store {path!r}: {e}") from None
         self.conn.row_factory = sqlite3.Row
@@ -139,6 +143,13 @@ class _Cursor:
         self.cur.execute(sql, tuple(params))
         return self
 
+    def executemany(self, sql, rows):
+        """One statement over many rows (psycopg pipelines them: one round trip)."""
+        if self.mark != "?":
+            sql = sql.replace("?", self.mark)
+        self.cur.executemany(sql, rows)
+        return self
+
     @property
     def rowcount(self):
         return self.cur.rowcount
@@ -149,6 +160,14 @@ class _Cursor:
 
     def all(self):
         return [_row(r) for r in self.cur.fetchall()]
+
+
+_REQUEST_WORK = ("UPDATE devices SET pending_after = CASE WHEN pending = 0 OR pending_after IS NULL "
+                 "OR pending_after > ? THEN ? ELSE pending_after END, pending = pending | ? WHERE device_id = ?")
+_ADD_EVENT = "INSERT INTO events (t, device_id, kind, text) VALUES (?, ?, ?, ?)"
+_MARK_SENT = ("UPDATE instructions SET attempts = attempts + 1, sent_at = COALESCE(sent_at, ?), "
+              "next_attempt_at = CASE WHEN state IN (?, ?) THEN ? ELSE next_attempt_at END, "
+              "state = CASE WHEN state IN (?, ?) THEN ? ELSE state END WHERE id = ?")
 
 
 def _row(row):
@@ -171,15 +190,71 @@ class FleetStore:
         self.dialect = backend.dialect
         self.url = url
         self._lock = threading.RLock()  # one connection, shared by the service's threads
+        self._cur = None        # the open transaction's cursor (only its thread holds the lock)
+        self._owner = None      # that thread
+        self._failed = None     # a database error inside the open batch
+        # Inside a transaction, writes nothing reads back before the commit
+        # wait here and go in one executemany each when it commits (one
+        # round trip on PostgreSQL, not one per message).
+        self._events = []       # (t, device_id, kind, text)
+        self._work = {}         # device_id -> [kinds, after]
 
     @contextmanager
     def tx(self):
         with self._lock:
+            if self._cur is not None:
+                # Inside batch() (or another tx) of this thread: join it.
+                try:
+                    yield self._cur
+                except self.backend.errors as e:
+                    # PostgreSQL has aborted the whole transaction: the batch must not commit.
+                    self._failed = e
+                    raise StoreError(f"fleet store ({self.dialect}): {e}") from None
+                return
             try:
                 with self.backend.transaction() as cur:
-                    yield cur
+                    self._cur, self._owner, self._failed = cur, threading.get_ident(), None
+                    try:
+                        yield cur
+                        self._flush(cur)
+                    finally:
+                        self._cur = self._owner = None
+                        self._events, self._work = [], {}
             except self.backend.errors as e:
                 raise StoreError(f"fleet store ({self.dialect}): {e}") from None
+
+    def flush_work(self):
+        """Write the work requests kept so far in this transaction now. A
+        batch that goes device by device calls it after each device, so it
+        takes the devices' row locks in its own order (providers sharing a
+        PostgreSQL store then never wait on each other in a circle)."""
+        if self._work and self.in_transaction():
+            items, self._work = sorted(self._work.items()), {}
+            with self.tx() as cur:
+                cur.executemany("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT (device_id) DO NOTHING",
+                                [(d,) for d, _ in items])
+                cur.executemany(_REQUEST_WORK, [(after, after, kinds, d) for d, (kinds, after) in items])
+
+    def _flush(self, cur):
+        self.flush_work()
+        if self._events:
+            cur.executemany(_ADD_EVENT, self._events)
+
+    def in_transaction(self):
+        """Is this thread inside a transaction (a batch) of this store?"""
+        return self._owner == threading.get_ident()
+
+    @contextmanager
+    def batch(self):
+        """Every store call of this thread inside the block is one transaction:
+        all of it commits, or (StoreError) none of it. Other threads wait for
+        the store meanwhile, so keep the block to recording (no planning)."""
+        with self.tx():
+            yield self
+            if self._failed is not None:
+                err, self._failed = self._failed, None
+                # raised inside the transaction: it rolls back
+                raise StoreError(f"fleet store ({self.dialect}): batch rolled back: {err}")
 
     def close(self):
         with self._lock:
@@ -220,6 +295,13 @@ class FleetStore:
     def _ensure(self, cur, device_id):
         cur.execute("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT (device_id) DO NOTHING", (device_id,))
 
+    def _update_device(self, cur, device_id, sql, params):
+        """An UPDATE ... WHERE device_id = ?: the row is created first only
+        when missing (one statement, not two, for a known device)."""
+        if cur.execute(sql, params).rowcount == 0:
+            self._ensure(cur, device_id)
+            cur.execute(sql, params)
+
     def ensure_device(self, device_id):
         with self.tx() as cur:
             self._ensure(cur, device_id)
@@ -228,6 +310,16 @@ class FleetStore:
         with self.tx() as cur:
             return cur.execute("SELECT d.*, a.tier FROM devices d LEFT JOIN agreements a "
                                "ON a.device_id = d.device_id WHERE d.device_id = ?", (device_id,)).one()
+
+    def get_devices(self, device_ids):
+        """device id -> row (as get_device) for those that exist: one query."""
+        if not device_ids:
+            return {}
+        with self.tx() as cur:
+            rows = cur.execute("SELECT d.*, a.tier FROM devices d LEFT JOIN agreements a "
+                               "ON a.device_id = d.device_id WHERE d.device_id IN (%s)"
+                               % ", ".join("?" * len(device_ids)), list(device_ids)).all()
+        return {r["device_id"]: r for r in rows}
 
     def list_devices(self):
         with self.tx() as cur:
@@ -242,62 +334,86 @@ class FleetStore:
         """The device (re)connected: it is online, and our sequence counter
         never falls behind what it has applied."""
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            cur.execute("UPDATE devices SET online = 1, board = ?, runtime = ?, birth = ?, born_at = ?, "
-                        "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
-                        "WHERE device_id = ?",
-                        (birth.get("board"), birth.get("runtime"), _json(birth), now, now,
-                         int(birth.get("last_seq", 0)), int(birth.get("last_seq", 0)), device_id))
+            self._update_device(cur, device_id,
+                                "UPDATE devices SET online = 1, board = ?, runtime = ?, birth = ?, born_at = ?, "
+                                "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
+                                "WHERE device_id = ?",
+                                (birth.get("board"), birth.get("runtime"), _json(birth), now, now,
+                                 int(birth.get("last_seq", 0)), int(birth.get("last_seq", 0)), device_id))
 
     def set_online(self, device_id, online, now):
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            cur.execute("UPDATE devices SET online = ?, last_seen = ? WHERE device_id = ?",
-                        (1 if online else 0, now, device_id))
+            self._update_device(cur, device_id, "UPDATE devices SET online = ?, last_seen = ? WHERE device_id = ?",
+                                (1 if online else 0, now, device_id))
 
     def record_reported(self, device_id, profile, seq, now):
         with self.tx() as cur:
-            self._ensure(cur, device_id)
             # Our sequence counter never falls behind what the device applied,
             # even when we learn of it from its retained state, not a birth.
-            cur.execute("UPDATE devices SET online = 1, reported = ?, reported_seq = ?, reported_at = ?, "
-                        "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
-                        "WHERE device_id = ?", (_json(profile), seq, now, now, int(seq), int(seq), device_id))
+            self._update_device(cur, device_id,
+                                "UPDATE devices SET online = 1, reported = ?, reported_seq = ?, reported_at = ?, "
+                                "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
+                                "WHERE device_id = ?", (_json(profile), seq, now, now, int(seq), int(seq), device_id))
+
+    def birth_of(self, device_id):
+        """(has a birth, born_at) of a device, without reading its whole record."""
+        with self.tx() as cur:
+            row = cur.execute("SELECT birth IS NOT NULL AS born, born_at FROM devices WHERE device_id = ?",
+                              (device_id,)).one()
+        return (bool(row["born"]), row["born_at"]) if row else (False, None)
 
     def record_needs(self, device_id, report, now):
         """Store a QoS report; returns the previous one (None if none)."""
+        if self.dialect == "postgresql":
+            # one round trip: the old value comes from the locked row itself
+            sql = ("UPDATE devices d SET needs = ?, needs_at = ?, last_seen = ? FROM (SELECT device_id, needs "
+                   "FROM devices WHERE device_id = ? FOR UPDATE) o WHERE d.device_id = o.device_id RETURNING o.needs")
+            params = (_json(report), now, now, device_id)
+            with self.tx() as cur:
+                row = cur.execute(sql, params).one()
+                if row is None:
+                    self._ensure(cur, device_id)
+                    cur.execute(sql, params)
+            return row["needs"] if row else None
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            old = cur.execute("SELECT needs FROM devices WHERE device_id = ?", (device_id,)).one()["needs"]
+            row = cur.execute("SELECT needs FROM devices WHERE device_id = ?", (device_id,)).one()
+            if row is None:
+                self._ensure(cur, device_id)
             cur.execute("UPDATE devices SET needs = ?, needs_at = ?, last_seen = ? WHERE device_id = ?",
                         (_json(report), now, now, device_id))
-        return old
+        return row["needs"] if row else None
 
     def record_health(self, device_id, health, now):
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            cur.execute("UPDATE devices SET health = ?, health_at = ?, last_seen = ? WHERE device_id = ?",
-                        (_json(health), now, now, device_id))
+            self._update_device(cur, device_id,
+                                "UPDATE devices SET health = ?, health_at = ?, last_seen = ? WHERE device_id = ?",
+                                (_json(health), now, now, device_id))
 
     def write_desired(self, device_id, profile, expected_version, now, expires_at=None, explanations=None):
         """Replace the desired profile if it is still at ``expected_version``;
         returns the new version, or raises StaleWrite."""
+        sql = ("UPDATE devices SET desired = ?, desired_version = desired_version + 1, desired_at = ?, "
+               "desired_expires_at = ?, explanations = ? WHERE device_id = ? AND desired_version = ? "
+               "RETURNING desired_version")
+        params = (_json(profile), now, expires_at, _json(explanations), device_id, expected_version)
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            n = cur.execute(
-                "UPDATE devices SET desired = ?, desired_version = desired_version + 1, desired_at = ?, "
-                "desired_expires_at = ?, explanations = ? WHERE device_id = ? AND desired_version = ?",
-                (_json(profile), now, expires_at, _json(explanations), device_id, expected_version)).rowcount
-            row = cur.execute("SELECT desired_version FROM devices WHERE device_id = ?", (device_id,)).one()
-        if n != 1:
-            raise StaleWrite(device_id, expected_version, row["desired_version"])
-        return row["desired_version"]
+            row = cur.execute(sql, params).one()
+            if row is None:
+                self._ensure(cur, device_id)
+                row = cur.execute(sql, params).one()
+            if row is not None:
+                return row["desired_version"]
+            actual = cur.execute("SELECT desired_version FROM devices WHERE device_id = ?", (device_id,)).one()
+        raise StaleWrite(device_id, expected_version, actual["desired_version"])
 
     def next_seq(self, device_id):
+        sql = "UPDATE devices SET inst_seq = inst_seq + 1 WHERE device_id = ? RETURNING inst_seq"
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            return cur.execute("UPDATE devices SET inst_seq = inst_seq + 1 WHERE device_id = ? RETURNING inst_seq",
-                               (device_id,)).one()["inst_seq"]
+            row = cur.execute(sql, (device_id,)).one()
+            if row is None:
+                self._ensure(cur, device_id)
+                row = cur.execute(sql, (device_id,)).one()
+            return row["inst_seq"]
 
     def mark_repaired(self, device_id, version):
         with self.tx() as cur:
@@ -307,11 +423,17 @@ class FleetStore:
     def request_work(self, device_id, kinds, after):
         """Add work bits to a device; it becomes due at ``after`` (the earliest
         of what was asked)."""
+        if self.in_transaction():
+            # kept until the commit, merged per device: what two requests in a row would leave
+            w = self._work.get(device_id)
+            if w is None:
+                self._work[device_id] = [kinds, after]
+            else:
+                w[0] |= kinds
+                w[1] = min(w[1], after)
+            return
         with self.tx() as cur:
-            self._ensure(cur, device_id)
-            cur.execute("UPDATE devices SET pending_after = CASE WHEN pending = 0 OR pending_after IS NULL "
-                        "OR pending_after > ? THEN ? ELSE pending_after END, pending = pending | ? "
-                        "WHERE device_id = ?", (after, after, kinds, device_id))
+            self._update_device(cur, device_id, _REQUEST_WORK, (after, after, kinds, device_id))
 
     def request_work_all(self, kinds, after_fn, online_only=True):
         ids = [d["device_id"] for d in self.list_devices() if d["online"] or not online_only]
@@ -324,6 +446,27 @@ class FleetStore:
             return cur.execute("SELECT device_id, pending, pending_after FROM devices WHERE pending <> 0 "
                                "AND online = 1 AND pending_after <= ? ORDER BY pending_after LIMIT ?",
                                (now, limit)).all()
+
+    def claim_due_work(self, now, limit):
+        """Take up to ``limit`` devices' due work at once; returns their
+        (device_id, pending, pending_after) rows, ordered by device id. On
+        PostgreSQL rows another provider has locked are skipped, not waited
+        for; in SQLite the transaction is the only writer anyway."""
+        if limit <= 0:
+            return []
+        with self.tx() as cur:
+            if self.dialect == "postgresql":
+                rows = cur.execute(
+                    "WITH due AS (SELECT device_id, pending, pending_after FROM devices WHERE pending <> 0 "
+                    "AND online = 1 AND pending_after <= ? ORDER BY pending_after LIMIT ? FOR UPDATE SKIP LOCKED) "
+                    "UPDATE devices d SET pending = 0, pending_after = NULL FROM due "
+                    "WHERE d.device_id = due.device_id RETURNING due.device_id, due.pending, due.pending_after",
+                    (now, limit)).all()
+            else:
+                rows = self.due_work(now, limit)
+                for r in rows:
+                    self.claim_work(r["device_id"], r["pending"], r["pending_after"])
+        return sorted(rows, key=lambda r: r["device_id"])
 
     def claim_work(self, device_id, pending, pending_after):
         """Take the work of a device if nobody changed or took it meanwhile."""
@@ -376,10 +519,21 @@ class FleetStore:
                         (new_id, device_id, new_id, QUEUED, IN_PROGRESS))
 
     def mark_sent(self, inst_id, now, next_attempt_at):
+        """Published: counts the attempt. An ack that came back before this
+        was recorded (a batch marks its instructions after publishing them
+        all) keeps its final state; only the send time is filled in."""
         with self.tx() as cur:
-            cur.execute("UPDATE instructions SET state = ?, attempts = attempts + 1, "
-                        "sent_at = COALESCE(sent_at, ?), next_attempt_at = ? WHERE id = ? AND state IN (?, ?)",
-                        (IN_PROGRESS, now, next_attempt_at, inst_id, QUEUED, IN_PROGRESS))
+            cur.execute(_MARK_SENT, (now, QUEUED, IN_PROGRESS, next_attempt_at, QUEUED, IN_PROGRESS, IN_PROGRESS,
+                                     inst_id))
+
+    def mark_sent_many(self, sent, now):
+        """mark_sent for many instructions published together, ``sent`` being
+        [(id, next_attempt_at)]: one executemany."""
+        if not sent:
+            return
+        with self.tx() as cur:
+            cur.executemany(_MARK_SENT, [(now, QUEUED, IN_PROGRESS, nxt, QUEUED, IN_PROGRESS, IN_PROGRESS, i)
+                                         for i, nxt in sent])
 
     def claim_retry(self, inst_id, expected_next, new_next):
         with self.tx() as cur:
@@ -390,6 +544,15 @@ class FleetStore:
     def finish(self, inst_id, state, now, reason="", ack=None, device_id=None):
         """Close an instruction; only an open one changes. Returns the row
         as it was before (None when unknown or already closed)."""
+        if self.dialect == "postgresql":
+            # one round trip: the row as it was comes from the locked row itself
+            with self.tx() as cur:
+                return cur.execute(
+                    "UPDATE instructions i SET state = ?, reason = ?, ack = ?, acked_at = ?, next_attempt_at = NULL "
+                    "FROM (SELECT * FROM instructions WHERE id = ? FOR UPDATE) old WHERE i.id = old.id "
+                    "AND old.state IN (?, ?) AND (? = '' OR old.device_id = ?) RETURNING old.*",
+                    (state, reason, _json(ack), now if ack is not None else None, inst_id, QUEUED, IN_PROGRESS,
+                     device_id or "", device_id or "")).one()
         with self.tx() as cur:
             row = cur.execute("SELECT * FROM instructions WHERE id = ?", (inst_id,)).one()
             if row is None or row["state"] not in OPEN_STATES or (device_id and row["device_id"] != device_id):
@@ -423,6 +586,16 @@ class FleetStore:
             return cur.execute("SELECT * FROM instructions WHERE device_id = ? AND state IN (?, ?) "
                                "AND superseded_by IS NULL", (device_id, QUEUED, IN_PROGRESS)).all()
 
+    def with_open_unsuperseded(self, device_ids):
+        """Those of the devices with an instruction in flight (open, not superseded)."""
+        if not device_ids:
+            return set()
+        with self.tx() as cur:
+            return {r["device_id"] for r in cur.execute(
+                "SELECT DISTINCT device_id FROM instructions WHERE device_id IN (%s) AND state IN (?, ?) "
+                "AND superseded_by IS NULL" % ", ".join("?" * len(device_ids)),
+                list(device_ids) + [QUEUED, IN_PROGRESS]).all()}
+
     def due_retries(self, now, limit=100):
         with self.tx() as cur:
             return cur.execute("SELECT * FROM instructions WHERE state = ? AND next_attempt_at <= ? "
@@ -435,9 +608,11 @@ class FleetStore:
 
     # ---- events -------------------------------------------------------------
     def add_event(self, device_id, kind, text, now):
+        if self.in_transaction():
+            self._events.append((now, device_id, kind, text))   # written at the commit, in order
+            return
         with self.tx() as cur:
-            cur.execute("INSERT INTO events (t, device_id, kind, text) VALUES (?, ?, ?, ?)",
-                        (now, device_id, kind, text))
+            cur.execute(_ADD_EVENT, (now, device_id, kind, text))
 
     def last_event_id(self):
         with self.tx() as cur:
