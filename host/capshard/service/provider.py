@@ -175,8 +175,9 @@ class ProviderService:
         if self.share_group:
             client.subscribe(f"$share/{self.share_group}/{wire.PREFIX}#", qos=1,
                              properties=_sub_id(SHARED_SUB))
-            # retained states are not delivered to shared subscriptions: each of
-            # us reads them here; live ones come through the group (see _duplicate)
+            # Each of us reads retained states here (MQTT 5 leaves delivering
+            # them to shared subscribers to the server; mosquitto does, and
+            # _duplicate drops that copy); live ones count once, via the group.
             client.subscribe(wire.PREFIX + "+/state", qos=1, properties=_sub_id(STATE_SUB))
         else:
             client.subscribe(wire.PREFIX + "#", qos=1)
