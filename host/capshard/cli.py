@@ -4,6 +4,7 @@ command never touches this file."""
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -29,7 +30,13 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`capshard events | head`): stop quietly, and
+        # keep the interpreter's final flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

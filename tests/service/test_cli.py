@@ -167,3 +167,17 @@ def test_catalog_validate_json(args, code, capsys, tmp_path):
                        "--agreements", os.path.join(DATA, "agreements.toml"))
     data = json.loads(out)
     assert got == 1 and not data["valid"] and "monitoring.nothing" in data["error"]
+
+
+def test_read_commands_refuse_a_store_that_is_not_there(tmp_path, capsys):
+    missing = tmp_path / "typo" / "fleet.sqlite"
+    for argv in (["devices"], ["device", "show", "dev-1"], ["events"], ["usage"]):
+        code = cli.main([*argv, "--db", str(missing)])
+        err = capsys.readouterr().err
+        assert code != 0 and f"no fleet store at {missing}" in err, argv
+    assert not (tmp_path / "typo").exists()  # nothing created on the way
+    # assigning a tier may come before the provider ever ran: that creates the store
+    code, out = run_cli(capsys, "agreement", "assign", "premium", "--device", "dev-1", "--db", str(tmp_path / "new.sqlite"))
+    assert code == 0, out
+    code, out = run_cli(capsys, "devices", "--db", str(tmp_path / "new.sqlite"), "--json")
+    assert code == 0 and [(d["device"], d["tier"]) for d in json.loads(out)] == [("dev-1", "premium")], out

@@ -42,7 +42,7 @@ def assign(args):
     if args.rate <= 0:
         print("capshard agreement assign: --rate must be > 0", file=sys.stderr)
         return 1
-    store = views.open_store_for("agreement assign", args.db)
+    store = views.open_store_for("agreement assign", args.db, must_exist=False)
     if store is None:
         return 1
     try:

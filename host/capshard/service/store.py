@@ -48,14 +48,26 @@ class StaleWrite(StoreError):
         self.device_id, self.expected, self.actual = device_id, expected, actual
 
 
+def store_url(url=None):
+    """The store URL in force: ``url``, else $CAPSHARD_DB, else capshard-fleet.sqlite."""
+    return url or os.environ.get("CAPSHARD_DB") or DEFAULT_SQLITE
+
+
+def sqlite_path(url):
+    """The file of a SQLite store URL (``:memory:`` included), or None for PostgreSQL."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
+    return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+
+
 def open_store(url=None, migrate=True):
     """A store from a URL: ``postgresql://...``, ``sqlite:///path``, a plain
     path, or ``:memory:``. Default: $CAPSHARD_DB, else capshard-fleet.sqlite."""
-    url = url or os.environ.get("CAPSHARD_DB") or DEFAULT_SQLITE
-    if url.startswith(("postgresql://", "postgres://")):
+    url = store_url(url)
+    path = sqlite_path(url)
+    if path is None:
         store = FleetStore(_PostgresBackend(url), url)
     else:
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
         store = FleetStore(_SqliteBackend(path), url)
     if migrate:
         store.migrate()

@@ -2,6 +2,7 @@
 rich tables. One function per view; the commands only parse arguments."""
 
 import json
+import os
 import sys
 import time
 
@@ -53,10 +54,18 @@ def device_detail(store, device_id, instructions=10, events=15):
     }
 
 
-def open_store_for(command, db):
-    """The fleet store for a CLI command, or None after saying why on stderr."""
-    from .store import StoreError, open_store
+def open_store_for(command, db, must_exist=True):
+    """The fleet store for a CLI command, or None after saying why on stderr.
+    ``must_exist``: a SQLite file that is not there is an error (a mistyped
+    path would otherwise show an empty fleet, and leave a new file behind)."""
+    from .store import StoreError, open_store, sqlite_path, store_url
 
+    url = store_url(db)
+    path = sqlite_path(url)
+    if must_exist and path is not None and path != ":memory:" and not os.path.exists(path):
+        print(f"capshard {command}: no fleet store at {path} (give --db, or set $CAPSHARD_DB; "
+              "`capshard dsa run` creates it)", file=sys.stderr)
+        return None
     try:
         return open_store(db)
     except StoreError as e:
