@@ -8,7 +8,6 @@
 # docs/performance.md for the figures.
 import asyncio
 import gc
-import json
 import sys
 
 import capdev
@@ -298,24 +297,13 @@ class Agent:
                 await self.publish_health(events)
 
     def drill_faults(self):
-        """Failover drills: STATE_DIR/faults.json {"fail_health": [shard ids]}
-        makes those shards report themselves unhealthy, so an operator (or
-        the demo) can watch restart, failover and recovery on a live device.
-        Only someone with access to the device's files can arm it."""
+        """Failover drills (capdev/drill.py): armed by STATE_DIR/faults.json."""
         raw = platform.read_file(self.state_dir + "/faults.json")
-        if raw is None:
-            return
-        try:
-            failing = json.loads(raw).get("fail_health", [])
-        except (ValueError, AttributeError):
-            return
-        for shard in failing:
-            inst = self.manager.shard(shard)
-            if inst is not None and not getattr(inst, "drilled", False):
-                inst.drilled = True
-                inst.health = _unhealthy
-                log.warn("fault drill: " + shard + " now reports itself unhealthy")
+        if raw is not None:
+            # Not unloaded again: a drilled shard keeps a function of it.
+            from capdev import drill
 
+            drill.arm(self.manager, raw)
     async def keep_monitoring(self, rnma=None):
         """A failure in monitoring must not take the device down: log it,
         wait, start again (instructions and shards carry on meanwhile).
@@ -376,10 +364,6 @@ class Agent:
             self._record_profile()
             await self.send(protocol.STATE, self.state(), True)
             self.trim()
-
-
-def _unhealthy():
-    return {"ok": False, "reason": "fault drill"}
 
 
 def load_config(board_path, ident_path):

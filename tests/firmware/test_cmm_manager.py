@@ -9,7 +9,8 @@ HEAP_KB = 256  # importing the CMM from .py sources compiles it on the device
 PRELUDE = """
 import json
 from capdev import platform
-from capdev.cmm.manager import ShardManager, OffsetClock
+from capdev.cmm.clock import OffsetClock
+from capdev.cmm.manager import ShardManager
 clock = OffsetClock()
 def op(shard, module="capdev.shards.counter", **kw):
     d = {"op": "activate", "shard": shard, "ver": "1.0", "slot": "slot." + shard, "cpu": 10,

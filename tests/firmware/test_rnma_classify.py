@@ -26,7 +26,7 @@ def labels():
 
 def test_synthetic_shapes_classify_by_kind(fw):
     code = """
-from capdev.rnma import synth
+from capdev.rnma import summary, synth
 from capdev.rnma.monitor import Monitor
 import json
 out = {}
@@ -34,7 +34,7 @@ for k in synth.SHAPES:
     m = Monitor()
     synth.feed(m, synth.shape(k, 0, 12000, 5))
     m.finish()
-    out[k] = [m.dominant(), m.security_level()]
+    out[k] = [summary.dominant(m), summary.security_level(m)]
 print(json.dumps(out))
 """
     out = fw.run_json(code, heap_kb=HEAP_KB)
@@ -51,7 +51,7 @@ print(json.dumps(out))
 def test_real_captures_on_both_runtimes(fw):
     files = [os.path.join(TRAFFIC, "pcap", n) for n in SAMPLE]
     code = f"""
-from capdev.rnma import pcap
+from capdev.rnma import pcap, summary
 from capdev.rnma.monitor import Monitor
 import json
 out = []
@@ -59,7 +59,7 @@ for path in {files!r}:
     m = Monitor(max_flows=64)
     r = pcap.replay(path, m)
     m.finish()
-    out.append([m.dominant(), r.error, m.packets])
+    out.append([summary.dominant(m), r.error, m.packets])
 print(json.dumps(out))
 """
     out = fw.run_json(code, timeout=120, heap_kb=HEAP_KB)

@@ -61,7 +61,8 @@ s3, up3 = t.lookup(6, c, 50000, SRV, 443, 35); t.tcp_handshake(s3, up3, 0x10, 35
 for i in range(10):
     s4, up4 = t.lookup(6, SRV, 443, c, 50000, 40 + 20 * i)
     t.account(s4, up4, 1500, 40 + 20 * i, 46)
-st = t.stats(s)
+from capdev.rnma import summary
+st = summary.stats(t, s)
 print(json.dumps([s == s2 == s3 == s4, up, up2, up3, up4, st['rtt_ms'], st['pkts_up'], st['pkts_down'],
                   st['bytes_down'], st['dscp'], st['iat_ms'], st['cport'], st['sport'], len(t)]))
 """

@@ -21,14 +21,14 @@ def test_conntrack_and_net_dev(fw, tmp_path):
     ct = tmp_path / "nf_conntrack"
     ct.write_text(CONNTRACK)
     code = f"""
-from capdev.rnma import linux
+from capdev.rnma import linux, summary
 from capdev.rnma.monitor import Monitor
 from capdev import platform as p
 import json
 m = Monitor()
 n1 = linux.poll_conntrack(m, 1000, {str(ct)!r})
 n2 = linux.poll_conntrack(m, 2000, {str(ct)!r})   # same counters again: nothing new
-flows = sorted([m.flow_summary(s)['class'], m.flow_summary(s)['bytes_down']] for s in m.table.slots())
+flows = sorted([summary.flow(m, s)['class'], summary.flow(m, s)['bytes_down']] for s in m.table.slots())
 missing = linux.poll_conntrack(m, 3000, {str(tmp_path / 'nope')!r})
 dev = linux.parse_net_dev({NET_DEV!r})
 v6 = [p.hexlify(linux.ip_bytes(x) or b'') for x in ('2001:db8::1', '::1', '1.2.3.4', '1:2:3', '1.2.3.400')]
@@ -47,7 +47,7 @@ def test_device_accounting_and_packet_socket(fw):
     code = """
 from capdev.rnma.accounting import Accounting
 from capdev.rnma.monitor import Monitor
-from capdev.rnma import linux
+from capdev.rnma import linux, summary
 import json
 m = Monitor()
 acc = Accounting(m, bytes((192, 168, 4, 1)))
@@ -56,7 +56,7 @@ for i in range(40):
     acc.received(17, 5004, bytes((198, 51, 100, 7)), 4569, 180, now=20 * i + 5)
 acc.sent(6, 1, b'\\x01', 2, 10)   # bad call: counted, not raised
 s = m.table.slots()[0]
-f = m.flow_summary(s)
+f = summary.flow(m, s)
 sock, why = linux.open_packet_socket()
 if sock is not None:
     sock.close()

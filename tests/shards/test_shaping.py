@@ -81,7 +81,8 @@ print(json.dumps(out))
 def test_token_bucket_rate_and_burst_follow_instructions(fw):
     code = f"""
 import json
-from capdev.cmm.manager import ShardManager, OffsetClock
+from capdev.cmm.clock import OffsetClock
+from capdev.cmm.manager import ShardManager
 clock = OffsetClock()
 m = ShardManager({{'cpu': 100}}, 8, clock)
 out = {{'acks': m.apply([{op('activate', 'token-bucket', 'traffic-shaping.shaper', 'token_bucket', 800)}])}}

@@ -14,7 +14,7 @@ from capshard.paths import FIRMWARE_DIR
 
 CORE = r"""
 import json
-from capdev.cmm.manager import OffsetClock
+from capdev.cmm.clock import OffsetClock
 from capdev.shards.vpn import tunnel, aes128_ctr, aes256_ctr
 from capdev.shards import null_cipher
 psk = tunnel.psk_from_device_key(b'\x07' * 32, 'dev-t')

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "host"))
 from capshard import fwrun, paths  # noqa: E402
 
 sys.path.insert(0, paths.FIRMWARE_DIR)
-from capdev.rnma import monitor, pcap  # noqa: E402
+from capdev.rnma import monitor, pcap, summary  # noqa: E402
 from capdev.rnma.rules import CLASSES  # noqa: E402
 
 TRAFFIC = os.path.join(paths.SHARED_DIR, "data", "traffic")
@@ -148,7 +148,7 @@ def main():
         m, flows, dt = run_capture(os.path.join(TRAFFIC, "pcap", name))
         packets += m.packets
         seconds += dt
-        got = m.dominant()
+        got = summary.dominant(m)
         correct += got == label
         confusion[(label, got)] = confusion.get((label, got), 0) + 1
         ref = ndpi_flows(name)

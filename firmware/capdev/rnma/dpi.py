@@ -33,13 +33,6 @@ SIG_FTP = const(1 << 23)
 SIG_TLS_CLIENT_HELLO = const(1 << 24)
 SIG_RTP_AUDIO = const(1 << 25)
 
-SIG_NAMES = (
-    "tls", "http", "quic", "stun", "rtp", "dtls", "raknet", "bittorrent", "dht", "utp",
-    "gnutella", "wireguard", "openvpn", "rtmp", "sip", "teamspeak", "ssh", "dns",
-    "tailscale", "http-media", "http-download", "discord", "rtp-video", "ftp", "tls-hello",
-    "rtp-audio",
-)
-
 _RAKNET_MAGIC = b"\x00\xff\xff\x00\xfe\xfe\xfe\xfe\xfd\xfd\xfd\xfd\x12\x34\x56\x78"
 def _u16(b, i):
     return (b[i] << 8) | b[i + 1]

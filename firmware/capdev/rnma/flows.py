@@ -273,27 +273,3 @@ class FlowTable:
             a[b + _F_STATE] = st | _ST_SYNACK_SEEN
         elif flags & 0x10 and st & _ST_SYNACK_SEEN and a[b + _F_RTT] < -1:
             a[b + _F_RTT] = (-2 - a[b + _F_RTT]) + (now - a[b + _F_HS])
-
-    def stats(self, slot):
-        """The flow as a dict (for reports, tests and the host CLI)."""
-        a = self.a
-        b = slot * _NFIELDS
-        proto, la, lp, ha, hp = split_key(self.keys[slot])
-        if a[b + _F_STATE] & _ST_CLIENT_LOW:
-            ca, cp, sa, sp = la, lp, ha, hp
-        else:
-            ca, cp, sa, sp = ha, hp, la, lp
-        pk = a[b + _F_PUP] + a[b + _F_PDN]
-        by = a[b + _F_BUP] + a[b + _F_BDN]
-        dur = a[b + _F_LAST] - a[b + _F_FIRST]
-        rtt = a[b + _F_RTT]
-        return {
-            "proto": proto, "client": ca, "cport": cp, "server": sa, "sport": sp,
-            "pkts_up": a[b + _F_PUP], "pkts_down": a[b + _F_PDN],
-            "bytes_up": a[b + _F_BUP], "bytes_down": a[b + _F_BDN],
-            "dur_ms": dur, "mean_len": by // pk if pk else 0,
-            "iat_ms": a[b + _F_IAT] // (pk - 1) if pk > 1 else 0,
-            "jitter_ms": a[b + _F_JIT] >> 4, "peak_kbps": a[b + _F_PEAK],
-            "dscp": a[b + _F_DSCP], "rtt_ms": rtt if rtt >= 0 else None,
-            "name": self.names[slot] if self.names is not None else None,
-        }

@@ -10,7 +10,7 @@ from capdev.rnma import dpi
 from capdev.rnma import flows as ft
 from capdev.rnma import packet as pk
 from capdev.rnma import rules as rules_mod
-from capdev.rnma.classify import Classifier, BULK, LEVELS
+from capdev.rnma.classify import Classifier, BULK
 from capdev.rnma.report import ReportBuilder
 
 # The flow table's slot layout (flows.py), as private constants: they cost
@@ -358,18 +358,9 @@ class Monitor:
         if not self._finishing:
             self.counts["evicted"] += 1
         if self.on_flow is not None:
-            self.on_flow(self.flow_summary(slot, cls, conf, why))
+            from capdev.rnma import summary
 
-    def flow_summary(self, slot, cls=None, conf=None, why=None):
-        if cls is None:
-            cls, conf, why = self.flow_class(slot)
-        s = self.table.stats(slot)
-        s["class"] = rules_mod.CLASSES[cls]
-        s["conf"] = conf
-        if why is not None:
-            s["why"] = why
-        s["sigs"] = sig_names(self.table.a[slot * _NFIELDS + _F_SIGS])
-        return s
+            self.on_flow(summary.flow(self, slot, cls, conf, why))
 
     def tick(self, now=None):
         """Sample per-class demand since the last tick; maybe return a QoS report."""
@@ -427,25 +418,3 @@ class Monitor:
             self.table.drop(slot)
         self._finishing = False
         return self.ledger
-
-    def dominant(self):
-        best = 9  # standard when nothing was seen
-        for c in range(len(self.ledger)):
-            if self.ledger[c] > self.ledger[best]:
-                best = c
-        return rules_mod.CLASSES[best]
-
-    def security_level(self):
-        level = 0
-        for name in self.dests:
-            if self.dests[name] > level:
-                level = self.dests[name]
-        return LEVELS[level]
-
-
-def sig_names(mask):
-    out = []
-    for i in range(len(dpi.SIG_NAMES)):
-        if mask & (1 << i):
-            out.append(dpi.SIG_NAMES[i])
-    return out

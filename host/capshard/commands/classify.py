@@ -13,13 +13,13 @@ PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 50: "esp", 47: "gre
 def _rnma():
     if paths.FIRMWARE_DIR not in sys.path:
         sys.path.insert(0, paths.FIRMWARE_DIR)
-    from capdev.rnma import monitor, pcap  # noqa: E402  (firmware package)
-    return monitor, pcap
+    from capdev.rnma import monitor, pcap, summary  # noqa: E402  (firmware package)
+    return monitor, pcap, summary
 
 
 def classify_file(path, max_flows=256):
     """Classify one capture; returns the result dict (see --json)."""
-    monitor, pcap = _rnma()
+    monitor, pcap, summary = _rnma()
     flows = []
     m = monitor.Monitor(max_flows=max_flows, on_flow=flows.append, keep_names=True)
     reader = pcap.replay(path, m)
@@ -38,9 +38,9 @@ def classify_file(path, max_flows=256):
     from capdev.rnma.rules import CLASSES
     return {
         "file": os.path.basename(path),
-        "class": m.dominant(),
+        "class": summary.dominant(m),
         "bytes_by_class": {CLASSES[i]: m.ledger[i] for i in range(len(CLASSES)) if m.ledger[i]},
-        "security": {"level": m.security_level(), "dests": sorted(m.dests)},
+        "security": {"level": summary.security_level(m), "dests": sorted(m.dests)},
         "packets": m.packets,
         "problems": m.problems(),
         "capture_error": reader.error if reader is not None else m.last_problem,
