@@ -46,20 +46,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "host"))
 
 from capshard import fwrun, wire  # noqa: E402
-from capshard.service.policy import MINIMAL_BASELINE  # noqa: E402
+from bench_device import SHARDS  # noqa: E402  (same directory)
 
 KEY = bytes(range(32))
 KID = b"bench-1#1"
 DEVICE = "bench-1"
-OPS = [
-    dict(MINIMAL_BASELINE[0]),
-    {"op": "activate", "shard": "counter", "ver": "1.0.0", "slot": "util.counter",
-     "module": "capdev.shards.counter", "cpu": 10, "mem_kb": 4, "bw_kbps": 0,
-     "prio": "medium", "dur_s": 0, "alt": None},
-    {"op": "activate", "shard": "loop-lag", "ver": "1.0.0", "slot": "util.loop_lag",
-     "module": "capdev.shards.loop_lag", "cpu": 5, "mem_kb": 4, "bw_kbps": 0,
-     "prio": "low", "dur_s": 0, "alt": None},
-]
+OPS = SHARDS  # the three shards bench-device runs: a typical instruction
 BATCHES = 7
 BATCH_MS = 15      # a timed batch runs at least this long
 ALLOC_COUNT = 16   # operations per allocation batch (collector off)
