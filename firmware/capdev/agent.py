@@ -304,6 +304,7 @@ class Agent:
             from capdev import drill
 
             drill.arm(self.manager, raw)
+
     async def keep_monitoring(self, rnma=None):
         """A failure in monitoring must not take the device down: log it,
         wait, start again (instructions and shards carry on meanwhile).
