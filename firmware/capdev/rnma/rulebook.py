@@ -1,8 +1,8 @@
 # The classifier rules' source: the default rules as text, in rule order
 # (the first match wins), and the compilers that turn them, or a board's JSON
-# override lists, into the compact forms rules.py scans. Loaded to build the
-# rules, then unloaded: in a .mpy every constant lives as long as its module,
-# so none of this text stays on the heap.
+# override lists, into the compact forms rules.py scans. The device never
+# loads it for the defaults (they ship compiled in rules_table.py, generated
+# from this text); only a board's JSON override brings it in.
 #
 # PORTS: (class, "proto first[-last] confidence, ..."); proto tcp, udp, any
 #        (TCP or UDP) or an IP protocol number.

@@ -76,7 +76,7 @@ def _book():
 
 
 def defaults():
-    """The default rules, compiled (built once, then shared)."""
+    """The default rules, compiled (read once from rules_table.py, then shared)."""
     global _defaults
     if _defaults is None:
         from capdev.rnma import rules_table as t
@@ -104,4 +104,3 @@ class RulesError(ValueError):
 def load(path):
     """Defaults overridden by the lists in a JSON file (any subset of the keys)."""
     return _book().load(path)
-
