@@ -210,6 +210,9 @@ class ProviderService:
                     self.handle_messages(batch)
                 except Exception:  # keep the inbox going whatever one batch did
                     log.exception("recording a batch of %d messages failed", len(batch))
+                    # Still acknowledge them: unacknowledged QoS 1 messages hold
+                    # the broker's in-flight window, and a full one stops delivery.
+                    self._ack(batch)
             if self._stop.is_set():
                 return
 
@@ -247,11 +250,17 @@ class ProviderService:
             self._post = None
         for fn in post:
             fn()
-        for m in messages:
-            if getattr(m, "qos", 0) == 1:
-                self.client.ack(m.mid, 1)
+        self._ack(messages)
         self.fleet.notify()
         self._wake.set()
+
+    def _ack(self, messages):
+        for m in messages:
+            if getattr(m, "qos", 0) == 1:
+                try:
+                    self.client.ack(m.mid, 1)
+                except Exception:  # the connection went: the broker resends after a reconnect
+                    log.debug("ack of %s not sent", m.topic)
 
     @property
     def _post(self):
