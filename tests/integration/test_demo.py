@@ -18,5 +18,8 @@ def test_demo_runs_every_scenario_to_its_expected_allocation(tmp_path):
     took = time.monotonic() - started
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert "OK: 9 of 9 scenarios produced the expected allocation" in p.stdout
+    # and no shard was refused on the way (a first load once counted the
+    # runtime's one-off name-table growth against the shard's budget)
+    assert "over its mem_kb" not in p.stdout + p.stderr
     assert chart.exists() and chart.stat().st_size > 10_000
     assert took < 180

@@ -226,7 +226,7 @@ def activate(m, op, now, alt_of=None):
         return protocol.REJECTED, reason
     name = op["module"]
     try:
-        module, load_b = loader.load(name)
+        module, load_b = loader.load_within(name, op["mem_kb"] * 1024)
     except loader.LoadError as e:
         return protocol.REJECTED, e.reason
     reason = m.mem.after_load(shard, load_b, op["mem_kb"])
