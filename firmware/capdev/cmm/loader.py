@@ -4,6 +4,7 @@
 import gc
 import sys
 
+import capdev
 from capdev import platform
 
 PACKAGE = "capdev.shards."
@@ -95,21 +96,9 @@ def load_within(name, limit_b):
         return module, load_b
     module = None
     for added in [k for k in sys.modules if k not in present]:
-        _drop(added)
+        capdev.unload(added)
     gc.collect()
     return load(name)
-
-
-def _drop(name):
-    # unload() without its capdev.shards check, for what a shard imported.
-    _forget(name)
-    dot = name.rfind(".")
-    parent = sys.modules.get(name[:dot]) if dot > 0 else None
-    if parent is not None and hasattr(parent, name[dot + 1:]):
-        try:
-            delattr(parent, name[dot + 1:])
-        except (AttributeError, TypeError):
-            pass
 
 
 def _forget(name):
@@ -129,6 +118,6 @@ def unload(name):
     classes, the module object); anything still referenced stays alive.
     """
     check_name(name)
-    _drop(name)
+    capdev.unload(name)
     gc.collect()
     return platform.heap_used()
