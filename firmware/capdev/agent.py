@@ -23,16 +23,24 @@ TRAFFIC_PUMP_MS = 100
 TRAFFIC_TICK_MS = 1000
 # Imported on demand, unloaded by trim(): nothing resident may keep a
 # reference to them (an instance, a class or a function of theirs).
-CHECKING = ("capdev.cose", "capdev.schema", "capdev.cbor_decode")  # verifying an instruction
+CHECKING = ("capdev.cose", "capdev.crypto", "capdev.schema", "capdev.cbor_decode")  # verifying an instruction
 APPLYING = ("capdev.cmm.ops", "capdev.cmm.loader")  # applying ops, starting shards
 COLD = CHECKING + APPLYING + ("capdev.cmm.pipeline", "capdev.cmm.leases", "capdev.cmm.reports",
-                              "capdev.rnma.dpi_names", "capdev.mqtt.session")
+                              "capdev.rnma.dpi_names", "capdev.mqtt.session",
+                              "capdev.mqtt.connect")
+# What the running agent reads of its board config; the rest (description,
+# flash size, identity and state paths...) was needed at boot only.
+BOARD_KEYS = ("board", "broker", "capacities", "free_heap_floor_kb", "shards", "traffic_sources",
+              "rnma", "vpn")
 
 
 class Agent:
     def __init__(self, board, ident, state_dir, ssl=None):
         """``ssl``: the TLS context for the broker link (config.ssl_context), or None."""
-        self.board = board
+        self.board = {}
+        for name in BOARD_KEYS:
+            if name in board:
+                self.board[name] = board[name]
         self.ssl = ssl
         self.device_id = ident["device_id"]
         self._kid = ident["kid"].encode()
@@ -390,7 +398,9 @@ def main(argv):
     if board is None:
         log.error("boot stopped: " + ident)
         return 1
-    asyncio.run(Agent(board, ident, argv[2]).run())
+    agent = Agent(board, ident, argv[2])
+    board = ident = None  # this frame lives as long as the agent: keep only its copy
+    asyncio.run(agent.run())
     return 0
 
 

@@ -1,7 +1,7 @@
 # COSE_Mac0 (RFC 9052 section 6.2) with HMAC 256/256 only: the signature on
 # provider instructions. Raises only CoseError; pure apart from the HMAC shim.
 from capdev import cbor
-from capdev.platform import constant_time_equal, hmac_key, hmac_sha256_keyed
+from capdev.crypto import constant_time_equal, hmac_key, hmac_sha256_keyed
 
 TAG_MAC0 = 17
 ALG_HMAC_256_256 = 5

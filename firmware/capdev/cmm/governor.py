@@ -26,20 +26,24 @@ class MemoryGovernor:
             return None
         return self._heap.heap_used()
 
-    def free_kb(self):
-        """Free heap in KiB, counting what lent cold code gives back."""
+    def free_b(self):
+        """Free heap in bytes, counting what lent cold code gives back."""
         if not self.enforced:
             return None
-        return (self._heap.heap_free() + (self.lent_b if self.lent_b > 0 else 0)) // 1024
+        return self._heap.heap_free() + (self.lent_b if self.lent_b > 0 else 0)
+
+    def free_kb(self):
+        return None if not self.enforced else self.free_b() // 1024
 
     def before_load(self, shard_id, mem_kb):
         """Reason to refuse loading a shard that may grow to ``mem_kb``, or None."""
         if not self.enforced:
             return None
-        free = self.free_kb()
-        if free - mem_kb < self.floor_kb:
+        # In bytes: KiB rounded down first would refuse up to 1 KiB early.
+        left = self.free_b() - mem_kb * 1024
+        if left < self.floor_kb * 1024:
             return ("heap: loading " + shard_id + " with mem_kb " + str(mem_kb) + " would leave "
-                    + str(free - mem_kb) + " kb free, below the floor of " + str(self.floor_kb) + " kb")
+                    + str(left // 1024) + " kb free, below the floor of " + str(self.floor_kb) + " kb")
         return None
 
     def after_load(self, shard_id, load_bytes, mem_kb):
@@ -49,9 +53,9 @@ class MemoryGovernor:
         if load_bytes > mem_kb * 1024:
             return ("heap: " + shard_id + " code takes " + str(kb_up(load_bytes))
                     + " kb, over its mem_kb " + str(mem_kb))
-        free = self.free_kb()
-        if free < self.floor_kb:
-            return ("heap: " + str(free) + " kb free after loading " + shard_id
+        free = self.free_b()
+        if free < self.floor_kb * 1024:
+            return ("heap: " + str(free // 1024) + " kb free after loading " + shard_id
                     + ", below the floor of " + str(self.floor_kb) + " kb")
         return None
 

@@ -13,26 +13,51 @@ BROKEN = "broken"
 
 STATES = (ABSENT, LOADED, STARTING, RUNNING, STOPPING, STOPPED, ERRORED, BROKEN)
 
-# (state, event) -> next state. Anything not listed is refused.
-TRANSITIONS = {
-    (ABSENT, "load"): LOADED,
-    (LOADED, "start"): STARTING,
-    (LOADED, "unload"): ABSENT,
-    (STARTING, "started"): RUNNING,
-    (STARTING, "fail"): ERRORED,  # constructor, configure() or start() raised
-    (RUNNING, "stop"): STOPPING,
-    (RUNNING, "fail"): ERRORED,  # step/health raised, or a governor limit hit
-    (STOPPING, "stopped"): STOPPED,
-    (STOPPING, "fail"): ERRORED,  # stop() itself raised
-    (STOPPED, "start"): STARTING,
-    (STOPPED, "unload"): ABSENT,
-    (ERRORED, "restart"): STARTING,
-    (ERRORED, "give_up"): BROKEN,
-    (ERRORED, "unload"): ABSENT,
+# (state, event) -> next state, one " state:event>next" per transition.
+# Anything not listed is refused. One string, not a dict of tuples: in a
+# ROMFS image it stays in flash (~40 B of heap against ~800 B as a dict).
+TRANSITIONS = (
+    " absent:load>loaded"
+    " loaded:start>starting"
+    " loaded:unload>absent"
+    " starting:started>running"
+    " starting:fail>errored"  # constructor, configure() or start() raised
+    " running:stop>stopping"
+    " running:fail>errored"  # step/health raised, or a governor limit hit
+    " stopping:stopped>stopped"
+    " stopping:fail>errored"  # stop() itself raised
+    " stopped:start>starting"
+    " stopped:unload>absent"
+    " errored:restart>starting"
+    " errored:give_up>broken"
+    " errored:unload>absent"
     # Broken stays broken "until told otherwise": only an explicit reset
     # (a new activate or a deactivate from the provider) leaves it.
-    (BROKEN, "reset"): ABSENT,
-}
+    " broken:reset>absent"
+    " "
+)
+
+
+def next_state(state, event):
+    """The state ``event`` leads to from ``state``, or None when refused."""
+    at = TRANSITIONS.find(" " + state + ":" + event + ">")
+    if at < 0:
+        return None
+    at += len(state) + len(event) + 3
+    for name in STATES:  # the constant itself, not a new string per transition
+        if TRANSITIONS.startswith(name + " ", at):
+            return name
+    return None
+
+
+def transitions():
+    """[(state, event, next state)] of the table, for tests and tools."""
+    out = []
+    for item in TRANSITIONS.split():
+        pair, new = item.split(">")
+        state, event = pair.split(":")
+        out.append((state, event, new))
+    return out
 
 
 class LifecycleError(ValueError):
@@ -49,10 +74,10 @@ class Lifecycle:
         self._sink = sink
 
     def can(self, event):
-        return (self.state, event) in TRANSITIONS
+        return next_state(self.state, event) is not None
 
     def fire(self, event, reason=""):
-        new = TRANSITIONS.get((self.state, event))
+        new = next_state(self.state, event)
         if new is None:
             raise LifecycleError("shard " + self.shard_id + ": event '" + event
                                  + "' not allowed in state '" + self.state + "'")

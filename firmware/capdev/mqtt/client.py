@@ -4,7 +4,9 @@
 # are retransmitted with DUP; pings go out at a quarter of the keepalive and the
 # broker is declared dead after a keepalive without any packet from it; the
 # client reconnects forever with jittered exponential backoff, resubscribes and
-# resends what is unacknowledged. Bytes on the wire come from packets.py.
+# resends what is unacknowledged. Bytes on the wire come from packets.py;
+# connecting, restoring the session and (un)subscribing are in connect.py,
+# imported when used so a device can unload them while connected.
 import asyncio
 
 from capdev import platform
@@ -12,7 +14,6 @@ from capdev.mqtt import packets as P
 from capdev.mqtt.backoff import Backoff
 
 _RX_CHUNK = 512
-_SUBS_PER_PACKET = 8  # keeps resubscribe packets small on a constrained heap
 
 
 class MqttError(Exception):
@@ -181,36 +182,15 @@ class MqttClient:
         arrive (the subscription is then sent on the next connection).
         Raises MqttError if the broker refuses it.
         """
-        P.encode_subscribe(1, [(topic, qos)])  # validate before remembering it
-        entry = [qos, 0]
-        self._subs[topic] = entry
-        self._unsubs.discard(topic)
-        if not self.connected:
-            return None
-        conn = self._conn_no
-        entry[1] = conn
-        codes = await self._request(P.encode_subscribe, [(topic, qos)], conn)
-        if codes is None:
-            if self._subs.get(topic) is entry:
-                entry[1] = 0
-            return None
-        if codes[0] == P.SUBACK_FAILURE:
-            if self._subs.get(topic) is entry:
-                del self._subs[topic]
-            raise MqttError("subscription to %s refused" % topic)
-        return codes[0]
+        import capdev.mqtt.connect  # cold: see connect.py
+
+        return await capdev.mqtt.connect.subscribe(self, topic, qos)
 
     async def unsubscribe(self, topic):
         """Forget a subscription; True once the broker confirmed it."""
-        P.encode_unsubscribe(1, [topic])
-        self._subs.pop(topic, None)
-        if not self.connected:
-            self._unsubs.add(topic)
-            return False
-        if await self._request(P.encode_unsubscribe, [topic], self._conn_no) is None:
-            self._unsubs.add(topic)
-            return False
-        return True
+        import capdev.mqtt.connect
+
+        return await capdev.mqtt.connect.unsubscribe(self, topic)
 
     # ---- connection loop ----------------------------------------------------
     async def _run(self):
@@ -223,7 +203,11 @@ class MqttClient:
                     break
             last_attempt = platform.ticks_ms()
             try:
-                await self._open()
+                # Set-up code is imported per attempt and not held here, so
+                # the agent can unload it while the connection lasts.
+                import capdev.mqtt.connect
+
+                await capdev.mqtt.connect.establish(self)
             except Exception as e:  # OSError, timeouts, refusals, protocol errors
                 self.counters["failures"] += 1
                 self._drop(_describe(e))
@@ -232,99 +216,6 @@ class MqttClient:
             self._backoff.reset()
             await self._serve()
             await self._close_stream()
-
-    async def _handshake(self, clean):
-        """Open the socket, send CONNECT, return the accepting CONNACK."""
-        self._conn_no += 1
-        conn = self._conn_no
-        self._lost = None
-        self._parser = P.Parser(self.max_packet_size)
-        t = self.connect_timeout_ms / 1000
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl), t)
-        if not await self._send(self._connect_clean if clean else self._connect_kept, conn):
-            raise MqttError(self._lost or "CONNECT not sent")
-        ack = await asyncio.wait_for(self._read_connack(), t)
-        if ack.code:
-            raise MqttError("connection refused: %s (code %d)"
-                            % (P.CONNACK_REASONS.get(ack.code, "reserved code"), ack.code))
-        return ack
-
-    async def _open(self):
-        if self._power_up and self.clean_session and not self.clean_after_outage:
-            # mqtt_as lesson: wipe what a previous run left at the broker, then
-            # open a session the broker keeps across outages. 3.1.1 can only do
-            # that with a clean connection followed by a persistent one.
-            await self._handshake(True)
-            await self._send(P.DISCONNECT)
-            await self._close_stream()
-            self._power_up = False
-        clean = self.clean_session if self._power_up else self.clean_after_outage
-        ack = await self._handshake(clean)
-        conn = self._conn_no
-        self._power_up = False
-        self.session_present = ack.session_present
-        now = platform.ticks_ms()
-        self._last_rx = self._last_tx = self._last_ping = now
-        self._rx_task = asyncio.create_task(self._rx_loop(conn))
-        await self._sync_session(conn)
-        if self._lost is not None:
-            raise MqttError(self._lost)
-        # No await between the last sync check and here: nothing can slip past.
-        self.connected = True
-        self.connected_event.set()
-        self.counters["connects"] += 1
-        if self.counters["connects"] > 1:
-            self.counters["reconnects"] += 1
-        if self.on_connect is not None:
-            self._cb_tasks = [t for t in self._cb_tasks if not t.done()]
-            self._cb_tasks.append(asyncio.create_task(self._call_on_connect(ack.session_present)))
-
-    async def _read_connack(self):
-        while True:
-            p = self._parser.next_packet()
-            if p is not None:
-                if p.type != P.CONNACK:
-                    raise P.MqttProtocolError("expected CONNACK, got packet type %d" % p.type)
-                return p
-            data = await self._reader.read(_RX_CHUNK)
-            if not data:
-                raise MqttError("connection closed before CONNACK")
-            self.counters["rx_bytes"] += len(data)
-            self._parser.feed(data)
-
-    async def _sync_session(self, conn):
-        """Restore subscriptions and resend unacknowledged messages (with DUP)."""
-        sp = self.session_present
-        if sp and self._unsubs:
-            topics = list(self._unsubs)
-            await self._send(P.encode_unsubscribe(self._new_pid(), topics), conn)
-        self._unsubs = set()
-        # Loop until nothing is left, so work queued meanwhile is not missed.
-        while self._lost is None:
-            todo = []
-            for topic, e in self._subs.items():
-                # With a kept session the broker still holds what it was sent before.
-                if e[1] != conn and not (sp and e[1]):
-                    todo.append((topic, e[0]))
-                    e[1] = conn
-                    if len(todo) == _SUBS_PER_PACKET:
-                        break
-            if todo:
-                await self._send(P.encode_subscribe(self._new_pid(), todo), conn)
-                continue
-            first = None
-            for e in self._outbox.values():
-                if e[2] != conn and (first is None or e[0] < first[0]):
-                    first = e
-            if first is None:
-                return
-            if first[2]:
-                first[1][0] |= 0x08  # DUP: this one went out on an earlier connection
-                self.counters["retransmits"] += 1
-            first[2] = conn
-            first[3] = platform.ticks_ms()
-            await self._send(first[1], conn)
 
     async def _serve(self):
         """Keepalive and retransmission while the connection lasts."""
@@ -437,19 +328,6 @@ class MqttClient:
         self.counters["tx_bytes"] += len(pkt)
         return True
 
-    async def _request(self, encode, topics, conn):
-        """Send SUBSCRIBE/UNSUBSCRIBE and wait for its ack; None if none came."""
-        pid = self._new_pid()
-        w = [asyncio.Event(), None]
-        self._waiters[pid] = w
-        if await self._send(encode(pid, topics), conn):
-            try:
-                await asyncio.wait_for(w[0].wait(), self.connect_timeout_ms / 1000)
-            except asyncio.TimeoutError:
-                pass
-        self._waiters.pop(pid, None)
-        return w[1]
-
     def _new_pid(self):
         for _ in range(65535):
             self._pid = self._pid % 65535 + 1
@@ -490,6 +368,8 @@ class MqttClient:
                 pass
 
     async def _call_on_connect(self, session_present):
+        # Here, not in connect.py: a finished task is kept (in _cb_tasks) with
+        # its coroutine, which would keep connect.py loaded.
         try:
             r = self.on_connect(session_present)
             if _maybe_await(r):
