@@ -13,18 +13,9 @@ except ImportError:
 _MAX_U64 = const(0xFFFFFFFFFFFFFFFF)
 _INF = float("inf")
 
-# Reasons carried by CBORError (tests and callers match on these).
-TRUNCATED = "truncated"
-TRAILING = "trailing bytes"
-TAG = "tag not allowed"
+# Reasons carried by CBORError (tests and callers match on these). Those only
+# decoding raises are in cbor_decode.py, which a device unloads between uses.
 DEPTH = "nesting too deep"
-LENGTH = "length beyond input"
-SIZE = "exceeds max_size"
-UTF8 = "invalid utf-8"
-DUPKEY = "duplicate map key"
-INDEF = "indefinite length"
-SIMPLE = "simple value not allowed"
-RESERVED = "reserved additional info"
 KEYTYPE = "map key type not allowed"
 RANGE = "int out of range"
 TYPE = "type not supported"

@@ -3,8 +3,19 @@
 import struct
 from math import ldexp
 
-from capdev.cbor import (DEPTH, DUPKEY, INDEF, KEYTYPE, LENGTH, RESERVED, SIMPLE, SIZE, TAG, TRAILING,
-                         TRUNCATED, UTF8, CBORError, Tag)
+from capdev.cbor import DEPTH, KEYTYPE, CBORError, Tag
+
+# Reasons carried by CBORError that only decoding raises (see cbor.py for the rest).
+TRUNCATED = "truncated"
+TRAILING = "trailing bytes"
+TAG = "tag not allowed"
+LENGTH = "length beyond input"
+SIZE = "exceeds max_size"
+UTF8 = "invalid utf-8"
+DUPKEY = "duplicate map key"
+INDEF = "indefinite length"
+SIMPLE = "simple value not allowed"
+RESERVED = "reserved additional info"
 
 _INF = float("inf")
 _NAN = float("nan")

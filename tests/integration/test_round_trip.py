@@ -88,13 +88,16 @@ def test_forged_and_truncated_instructions_are_rejected_and_device_keeps_serving
     assert proc.poll() is None
 
 
-def test_provider_reports_truncated_cbor_and_unknown_topics_and_keeps_running(provider, devices, broker):
+def test_provider_reports_truncated_cbor_and_keeps_running(provider, devices, broker):
+    # The provider subscribes to the five kinds devices send, nothing else (the
+    # broker's ACLs let a device publish only those), so a message on another
+    # kind never reaches it: only the malformed one is reported.
+    publish.single("capshard/v1/dev/ghost/bogus", b"\xa0", qos=1, hostname=broker.host, port=broker.port)
     publish.single("capshard/v1/dev/ghost/birth", wire.encode({"v": 1, "dev": "ghost"})[:-2],
                    qos=1, hostname=broker.host, port=broker.port)
-    publish.single("capshard/v1/dev/ghost/bogus", b"\xa0", qos=1, hostname=broker.host, port=broker.port)
-    errors = provider.fleet.wait_until(lambda f: len(f.errors) >= 2 and f.errors, 10)
+    errors = provider.fleet.wait_until(lambda f: len(f.errors) >= 1 and f.errors, 10)
     texts = " | ".join(t for _, t in errors)
-    assert "malformed CBOR" in texts and "unknown topic" in texts
+    assert "malformed CBOR" in texts and "unknown topic" not in texts
     proc = devices("dev-after", "cpython")
     assert provider.fleet.wait_until(converged("dev-after"), 30), localdev.read_log(proc)
 

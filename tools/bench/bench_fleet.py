@@ -15,6 +15,12 @@ instructions, against what mosquitto itself moves.
    and the work through the store's compare-and-set claims: the speed-up
    over one process on PostgreSQL.
 
+After step 2, [transport ceiling]: an echo provider doing only the provider's
+MQTT part with paho (same client settings, copies of real signed
+instructions, no store, planning or signing per report) against the same
+devices: the reports/s paho in one CPython process allows, and the share of
+it the real provider reaches.
+
 Every configuration also prints where the CPU went during its measured
 window (providers, simulated devices, broker, database, whole machine) and
 reports per provider-CPU-second: on a small machine all of them share the
@@ -24,9 +30,13 @@ Last line: ``fleet: reports_per_s=R broker_raw_per_s=W ratio=X speedup_2=S2 spee
 (R from step 2, X = R / W).
 """
 
+import collections
+import hashlib
+import hmac
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +51,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "service"))
 import cbor2  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from capshard import wire  # noqa: E402
 from capshard.broker import Mosquitto  # noqa: E402
 from capshard.keys import Keystore  # noqa: E402
 
@@ -49,6 +60,10 @@ from simdevices import NEEDS, SECURITY  # noqa: E402
 DEVICES = 400          # closed-loop devices: several in flight per provider at all times
 SECONDS = 12.0         # measured window per configuration
 RAW_MESSAGES = 30000
+# Broker deliveries per report with one provider: the report, the device's ack
+# and its state to the provider, the instruction to the device (the provider
+# subscribes per device kind, so its instruction does not come back to it).
+MESSAGES_PER_REPORT = 4
 PROVIDER_OPTS = {"replan_delay_s": 0.0, "rate_per_s": 1000000, "burst": 1000000}
 
 
@@ -166,21 +181,8 @@ def run_config(work, broker, keys, store_url, processes, share_group, label):
                                       stdout=subprocess.DEVNULL, stderr=open(cfg + ".log", "w"),
                                       cwd=work, env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host"))))
     time.sleep(2.0 + processes * 0.5)  # imports, catalog, connect
-    sim = subprocess.Popen([sys.executable, os.path.join(HERE, "simdevices.py"), broker.host, str(broker.port),
-                            keys, f"{label}-", str(DEVICES), "fleet", str(SECONDS)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    cpu = CpuWindow({"providers": lambda: [p.pid for p in procs], "devices": lambda: [sim.pid],
-                     "broker": lambda: [broker.proc.pid], "database": lambda: named_pids("postgres")})
     try:
-        if not sim.stdout.readline():
-            raise RuntimeError(f"[{label}] simulated devices did not come up")
-        time.sleep(1.0)   # the checks after the initial syncs
-        sim.stdin.write("go\n")
-        sim.stdin.flush()
-        cpu.start()
-        out = json.loads(sim.stdout.readline())
-        cpu.stop()
-        sim.wait(30)
+        out, cpu = drive_devices(broker, keys, label, SECONDS, "providers", [p.pid for p in procs], database=True)
     finally:
         for p in procs:
             p.terminate()
@@ -198,6 +200,207 @@ def run_config(work, broker, keys, store_url, processes, share_group, label):
     return rate, per_cpu
 
 
+def drive_devices(broker, keys, label, seconds, group, pids, database=False):
+    """Run DEVICES closed-loop simulated devices ``{label}-NNNN`` for ``seconds``
+    against providers already listening (``pids``, CPU group ``group``).
+    Returns the devices' JSON summary and the CpuWindow of the measured window."""
+    sim = subprocess.Popen([sys.executable, os.path.join(HERE, "simdevices.py"), broker.host, str(broker.port),
+                            keys, f"{label}-", str(DEVICES), "fleet", str(seconds)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    groups = {group: lambda: pids, "devices": lambda: [sim.pid], "broker": lambda: [broker.proc.pid]}
+    if database:
+        groups["database"] = lambda: named_pids("postgres")
+    cpu = CpuWindow(groups)
+    if not sim.stdout.readline():
+        raise RuntimeError(f"[{label}] simulated devices did not come up")
+    time.sleep(1.0)   # the checks after the initial syncs
+    sim.stdin.write("go\n")
+    sim.stdin.flush()
+    cpu.start()
+    out = json.loads(sim.stdout.readline())
+    cpu.stop()
+    sim.wait(30)
+    return out, cpu
+
+
+# ---- [transport ceiling]: the provider's MQTT work and nothing else ----------------
+# An echo provider, configured like the real one (paho-mqtt, MQTT 3.1.1, QoS 1,
+# manual acks, TCP_NODELAY, one subscription filter per kind a device sends, so
+# its own instructions do not come back), with no store, no planning and no
+# CBOR/COSE work on the hot path: on a birth or a report it publishes the device's next instruction,
+# signed ahead of time; acks and states it only counts. Its reports/s bound
+# what a provider built this way (paho, one CPython process) can reach here.
+
+CEILING_LABEL = "ceiling"   # as long as "sqlite1": same device ids, so same topic and payload sizes
+CEILING_SECONDS = 8.0       # the rate is steady: a shorter window keeps the bench's runtime down
+CEILING_AHEAD = 120         # instructions signed ahead per device; any more are signed on the fly, and counted
+_PROTECTED = cbor2.dumps({1: 5})   # COSE header {alg: HMAC 256/256}, as capshard.wire signs
+
+
+class InstructionSniffer:
+    """Keeps the instructions one device receives during a real run, decoded,
+    so the echo provider sends copies of real ones."""
+
+    def __init__(self, broker, device_id):
+        self.got = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-inst-sniffer")
+        self.client.on_message = lambda c, u, m: self.got.append(cbor2.loads(cbor2.loads(m.payload).value[2]))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(wire.topic(device_id, wire.INSTRUCTION), qos=1)
+        self.client.loop_start()
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def recipe(self):
+        """The first full sync's ops and the last two re-plans' ops (a report
+        alternates between two needs, so these two alternate too)."""
+        replans = [i for i in self.got if not i["full"] and not i.get("rebirth")]
+        syncs = [i for i in self.got if i["full"]]
+        if not syncs or len(replans) < 2:
+            raise RuntimeError(f"captured {len(self.got)} instructions, too few to copy")
+        return {"sync": syncs[0]["ops"], "cycle": [replans[-2]["ops"], replans[-1]["ops"]],
+                "ttl_s": replans[-1]["ttl_s"]}
+
+
+class _Encoded:
+    """CBOR encoded once, written as it is into a larger item."""
+
+    def __init__(self, data):
+        self.data = data
+
+
+def _write_encoded(encoder, value):
+    encoder.write(value.data)
+
+
+def sign_preencoded(instruction, key, kid):
+    """wire.sign_instruction, byte for byte, for an instruction whose ops are
+    already encoded (_Encoded): re-encoding eight ops dominates its cost."""
+    body = cbor2.dumps(instruction, canonical=True, default=_write_encoded)
+    tag = hmac.new(key, cbor2.dumps(["MAC0", _PROTECTED, b"", body]), hashlib.sha256).digest()
+    return cbor2.dumps(cbor2.CBORTag(17, [_PROTECTED, {4: kid}, body, tag]))
+
+
+def check_signer(recipe):
+    """sign_preencoded must make what the real provider sends."""
+    key, kid, ops = os.urandom(32), b"dev-0000#1", recipe["cycle"][0]
+    inst = wire.make_instruction("dev-0000", 2, ops, False, time.time(), recipe["ttl_s"])
+    fast = sign_preencoded(dict(inst, ops=_Encoded(wire.encode(ops))), key, kid)
+    if fast != wire.sign_instruction(inst, key, kid):
+        raise RuntimeError("sign_preencoded differs from capshard.wire.sign_instruction")
+
+
+class EchoDevice:
+    """One device's instructions: seq 1 the full sync, then the two re-plans
+    in turn, signed ahead with its key."""
+
+    def __init__(self, device_id, keystore, recipe, ahead):
+        self.id = device_id
+        self.topic = wire.topic(device_id, wire.INSTRUCTION)
+        self.kid, self.key = keystore.get(device_id)
+        self.recipe = recipe
+        self.seq = 0
+        self.late = 0
+        self.ready = collections.deque(self._sign_next() for _ in range(ahead + 1))
+
+    def _sign_next(self):
+        self.seq += 1
+        full = self.seq == 1
+        ops = self.recipe["sync"] if full else self.recipe["cycle"][self.seq % 2]
+        inst = wire.make_instruction(self.id, self.seq, ops, full, time.time(), self.recipe["ttl_s"])
+        return sign_preencoded(inst, self.key, self.kid)
+
+    def next_payload(self):
+        if self.ready:
+            return self.ready.popleft()
+        self.late += 1
+        return self._sign_next()
+
+
+def echo_provider(host, port, keys_path, prefix, count, recipe_path):
+    """The echo provider process: prints "ready" once subscribed, serves until
+    its stdin closes, then prints the messages it handled (JSON)."""
+    with open(recipe_path) as f:
+        recipe = json.load(f)
+    check_signer(recipe)
+    recipe["sync"] = _Encoded(wire.encode(recipe["sync"]))
+    recipe["cycle"] = [_Encoded(wire.encode(ops)) for ops in recipe["cycle"]]
+    keystore = Keystore.load(keys_path)
+    devices = {}
+    for i in range(count):
+        device_id = f"{prefix}{i:04d}"   # as the bench provisions them
+        devices[device_id] = EchoDevice(device_id, keystore, recipe, CEILING_AHEAD)
+    handled = collections.Counter()
+    subscribed = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([(wire.subscription(kind), 1) for kind in wire.DEVICE_KINDS])   # as the provider does
+
+    def on_message(client, userdata, message):
+        # All on paho's network thread: no hand-over to other threads to pay for.
+        topic = message.topic
+        cut = topic.rfind("/")
+        kind = topic[cut + 1:]
+        handled[kind] += 1
+        if kind == "qos" or kind == "birth":
+            device = devices.get(topic[len(wire.PREFIX):cut])
+            if device is not None:
+                client.publish(device.topic, device.next_payload(), qos=1)
+        if message.qos == 1:
+            client.ack(message.mid, 1)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"echo-{prefix}",
+                         protocol=mqtt.MQTTv311, manual_ack=True)
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = on_message
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    if not subscribed.wait(10):
+        raise RuntimeError("echo provider: no subscription")
+    print("ready", flush=True)
+    sys.stdin.read()
+    client.disconnect()
+    client.loop_stop()
+    print(json.dumps({"handled": handled, "signed_late": sum(d.late for d in devices.values())}), flush=True)
+
+
+def run_ceiling(work, broker, keys, recipe, real_rate, real_per_cpu):
+    """The echo provider against DEVICES simulated devices; returns reports/s."""
+    recipe_path = os.path.join(work, "echo-recipe.json")
+    with open(recipe_path, "w") as f:
+        json.dump(recipe, f)
+    echo = subprocess.Popen([sys.executable, os.path.abspath(__file__), "echo-provider", broker.host,
+                             str(broker.port), keys, f"{CEILING_LABEL}-", str(DEVICES), recipe_path],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if echo.stdout.readline().strip() != "ready":
+            raise RuntimeError("[transport ceiling] the echo provider did not come up")
+        out, cpu = drive_devices(broker, keys, CEILING_LABEL, CEILING_SECONDS, "echo provider", [echo.pid])
+        echo.stdin.close()
+        echoed = json.loads(echo.stdout.readline())
+        echo.wait(10)
+    finally:
+        if echo.poll() is None:
+            echo.kill()
+    reports = len(out["samples"])
+    rate = reports / (out["t1"] - out["t0"])
+    per_cpu = reports / max(cpu.used["echo provider"], 1e-9)
+    print(f"[transport ceiling] echo provider (paho only, no store/plan/sign), {DEVICES} devices: {rate:.0f} "
+          f"reports/s; the real provider reaches {real_rate / rate:.0%} of it ({real_rate:.0f} reports/s)",
+          flush=True)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(echoed["handled"].items()))
+    print(f"[transport ceiling] {reports} reports in {out['t1'] - out['t0']:.1f} s (lost {out['lost']}, bad MAC "
+          f"{out['bad_mac']}); messages it received over its run: {kinds} (subscribed per device kind, as the real "
+          f"provider: none of its own instructions); signed on the fly {echoed['signed_late']}", flush=True)
+    print(f"[transport ceiling] {cpu.line()}; {per_cpu:.0f} reports per provider-CPU-second "
+          f"(real provider: {real_per_cpu:.0f})", flush=True)
+    return rate
+
+
 def main():
     started = time.monotonic()
     work = tempfile.mkdtemp(prefix="capshard-fleet-")
@@ -210,13 +413,18 @@ def main():
         print(f"[broker raw] paho publisher -> mosquitto -> paho subscriber, QoS 1, {len(report)}-byte "
               f"payloads: {raw:.0f} messages/s", flush=True)
         keystore = Keystore()
-        labels = ("sqlite1", "pg1", "pg2", "pg4")
+        labels = ("sqlite1", CEILING_LABEL, "pg1", "pg2", "pg4")
         for label in labels:
             for i in range(DEVICES):
                 keystore.provision(f"{label}-{i:04d}")
         keys = os.path.join(work, "keys.json")
         keystore.save(keys)
-        r1, r1_cpu = run_config(work, broker, keys, os.path.join(work, "fleet.sqlite"), 1, None, "sqlite1")
+        sniffer = InstructionSniffer(broker, "sqlite1-0000")   # real instructions, for the echo provider
+        try:
+            r1, r1_cpu = run_config(work, broker, keys, os.path.join(work, "fleet.sqlite"), 1, None, "sqlite1")
+        finally:
+            sniffer.stop()
+        run_ceiling(work, broker, keys, sniffer.recipe(), r1, r1_cpu)
 
         from conftest import _fresh_pg_db, _PgServer   # the service tests' private PostgreSQL
         pg = _PgServer().start()
@@ -228,8 +436,10 @@ def main():
               f"({os.cpu_count()} CPU cores for providers, devices, broker and database together)")
         print(f"[per CPU] reports per provider-CPU-second: sqlite {r1_cpu:.0f}; postgresql 1 process "
               f"{per_cpu[1]:.0f}, 2 processes {per_cpu[2]:.0f}, 4 processes {per_cpu[4]:.0f}")
-        print(f"[ratio] one provider turns {r1:.0f} reports/s into instructions; each costs 4 broker messages "
-              f"(report, instruction, ack, state): {4 * r1:.0f} messages/s of the broker's {raw:.0f}")
+        print(f"[ratio] one provider turns {r1:.0f} reports/s into instructions; each report costs "
+              f"{MESSAGES_PER_REPORT} broker messages delivered (report, ack and state to the provider, instruction "
+              f"to the device): {MESSAGES_PER_REPORT * r1:.0f} messages/s of the broker's {raw:.0f} "
+              f"({MESSAGES_PER_REPORT * r1 / raw:.0%})")
         print(f"elapsed {time.monotonic() - started:.0f} s")
     finally:
         if pg is not None:
@@ -241,4 +451,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["echo-provider"]:
+        host, port, keys, prefix, count, recipe = sys.argv[2:]
+        echo_provider(host, int(port), keys, prefix, int(count), recipe)
+    else:
+        main()

@@ -169,18 +169,7 @@ class ProviderService:
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (AttributeError, OSError):
             pass  # not a TCP socket (a test double, a websocket transport)
-        # One wildcard over all device topics, so a message on a topic we do
-        # not know is seen and reported instead of silently ignored. Several
-        # providers sharing a fleet split the messages with a shared subscription.
-        if self.share_group:
-            client.subscribe(f"$share/{self.share_group}/{wire.PREFIX}#", qos=1,
-                             properties=_sub_id(SHARED_SUB))
-            # Each of us reads retained states here (MQTT 5 leaves delivering
-            # them to shared subscribers to the server; mosquitto does, and
-            # _duplicate drops that copy); live ones count once, via the group.
-            client.subscribe(wire.PREFIX + "+/state", qos=1, properties=_sub_id(STATE_SUB))
-        else:
-            client.subscribe(wire.PREFIX + "#", qos=1)
+        self._subscribe(client)   # at every connect: the broker keeps no session for us across one
         self._connects += 1
         if self._connects > 1:
             # We were away: births and acks sent meanwhile are lost. Every device
@@ -188,6 +177,24 @@ class ProviderService:
             self._reconnected_at = time.time()
             log.warning("provider reconnected to the broker: re-syncing devices as they show up")
         self._connected.set()
+
+    def _subscribe(self, client):
+        """One filter per kind a device sends (wire.DEVICE_KINDS, what
+        self.handlers takes), not a wildcard over the device topics: that would
+        bring every instruction we publish back to us, one more message to
+        receive and ack per report for nothing. Other kinds under the device
+        tree go unseen; the deployed broker ACL lets devices publish no others.
+        Several providers sharing a fleet split the messages with shared
+        subscriptions."""
+        if self.share_group:
+            client.subscribe([(wire.subscription(kind, self.share_group), 1) for kind in wire.DEVICE_KINDS],
+                             properties=_sub_id(SHARED_SUB))
+            # Each of us reads retained states here (MQTT 5 leaves delivering
+            # them to shared subscribers to the server; mosquitto does, and
+            # _duplicate drops that copy); live ones count once, via the group.
+            client.subscribe(wire.subscription("state"), qos=1, properties=_sub_id(STATE_SUB))
+        else:
+            client.subscribe([(wire.subscription(kind), 1) for kind in wire.DEVICE_KINDS])
 
     # ---- inbound --------------------------------------------------------------
     def _on_message(self, client, userdata, message):
@@ -293,8 +300,6 @@ class ProviderService:
         return (STATE_SUB not in ids) if message.retain else (SHARED_SUB not in ids)
 
     def _handle(self, message):
-        if message.topic.endswith("/" + wire.INSTRUCTION):
-            return  # our own instructions, seen through the wildcard
         if self._duplicate(message):
             return
         try:

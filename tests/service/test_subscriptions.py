@@ -1,0 +1,95 @@
+"""The provider subscribes to what devices send, one filter per kind, so the
+broker does not bring its own instructions back to it; alone and in a share
+group (MQTT 5 shared subscriptions, where subscription identifiers tell the
+group's copy of a state from the plain one). Against a real mosquitto."""
+
+import time
+
+import cbor2
+import paho.mqtt.client as mqtt
+import pytest
+
+from capshard import wire
+from capshard.service.fleet import Fleet
+from capshard.service.policy import minimal_baseline
+from capshard.service.provider import ProviderService
+from capshard.service.reconcile import ReconcileOptions
+from capshard.service.store import open_store
+
+DEVICE = "dev-sub"
+
+
+class FakeDevice:
+    """A device's MQTT side, by hand: publishes what the test says and keeps
+    the instructions it receives (decoded)."""
+
+    def __init__(self, broker):
+        self.instructions = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=DEVICE)
+        self.client.on_message = lambda c, u, m: self.instructions.append(
+            wire.decode(cbor2.loads(m.payload).value[2]))
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(wire.topic(DEVICE, wire.INSTRUCTION), qos=1)
+        self.client.loop_start()
+
+    def send(self, kind, body, retain=False):
+        msg = dict({"v": wire.VERSION, "dev": DEVICE}, **body)
+        self.client.publish(wire.topic(DEVICE, kind), wire.encode(msg), qos=1, retain=retain).wait_for_publish(5)
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _wait_for(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.parametrize("share_group", [None, "dsa"])
+def test_the_provider_receives_device_messages_once_and_never_its_own_instructions(tmp_path, broker, keystore,
+                                                                                    share_group):
+    keystore.provision(DEVICE)
+    svc = ProviderService(broker.host, broker.port, keystore, minimal_baseline,
+                          fleet=Fleet(open_store(str(tmp_path / "fleet.sqlite"))), share_group=share_group,
+                          options=ReconcileOptions(birth_jitter_s=0.0, check_delay_s=0.1))
+    assert set(svc.handlers) == set(wire.DEVICE_KINDS)   # what it subscribes to is what it handles
+    delivered = []   # every message the broker hands the provider's client
+    handle = svc.client.on_message
+
+    def record(client, userdata, message):
+        delivered.append(message)
+        handle(client, userdata, message)
+
+    svc.client.on_message = record
+    device = FakeDevice(broker)
+    svc.start()
+    try:
+        device.send("birth", {"board": "bench", "fw": "t", "runtime": "cpython", "last_seq": 0,
+                              "caps": {"cpu": 100, "mem_kb": 300, "bw_kbps": 20000}})
+        inst = _wait_for(lambda: device.instructions and device.instructions[0])
+        assert inst and inst["full"], "no full sync after the birth"
+        profile = {op["shard"]: op for op in inst["ops"]}
+        device.send("ack", {"id": inst["id"], "seq": inst["seq"], "status": "applied", "reason": "",
+                            "results": [{"shard": s, "op": "activate", "code": "activated", "reason": ""}
+                                        for s in profile]})
+        device.send("state", {"online": True, "seq": inst["seq"], "profile": profile, "shards": {}}, retain=True)
+        assert svc.fleet.wait_until(lambda f: f.instructions[inst["id"]].state == "SUCCEEDED", 10)
+        assert _wait_for(lambda: any(m.topic.endswith("/state") for m in delivered))
+        time.sleep(0.3)   # room for any late delivery to show
+    finally:
+        svc.stop()
+        device.stop()
+
+    kinds = [m.topic.rsplit("/", 1)[1] for m in delivered]
+    assert wire.INSTRUCTION not in kinds, f"the provider received its own instructions: {kinds}"
+    # Each device message is recorded once; in a share group the live state's
+    # second copy (the plain state subscription's) is told apart and dropped.
+    recorded = sorted(wire.split_topic(m.topic)[1] for m in delivered if not svc._duplicate(m))
+    assert recorded == ["ack", "birth", "state"], kinds
+    assert svc.metrics.rejected_messages._value.get() == 0
