@@ -35,6 +35,28 @@ print(json.dumps([len(t), t.evicted, first, len(evicted)]))
     assert nevicted == calls == 101
 
 
+def test_room_grows_by_doubling_up_to_the_bound_and_flows_keep_their_state(fw):
+    code = PRELUDE + """
+import gc
+t = ft.FlowTable(64, idle_ms=60000)
+room = [t.slots_allocated]
+slots = {}
+for i in range(70):
+    s, up = t.lookup(6, addr(i), 1000, SRV, 443, i)
+    t.account(s, up, 100 + i, i, 0)
+    slots[i] = s
+    if t.slots_allocated != room[-1]:
+        room.append(t.slots_allocated)
+# flows 6..69 are the 64 live ones (0..5 were evicted, least recent first)
+kept = [t.get(slots[i], 11) for i in range(6, 70)]  # _F_MAXLEN: each flow's own packet
+print(json.dumps([room, len(t), t.evicted, kept == [100 + i for i in range(6, 70)], len(t.keys), len(t.a)]))
+"""
+    room, size, evicted, intact, nkeys, nfields = fw.run_json(code)
+    assert room == [8, 16, 32, 64]
+    assert size == 64 and evicted == 6 and intact
+    assert nkeys == 64 and nfields == 64 * 32
+
+
 def test_idle_flows_go_first_and_expire(fw):
     code = PRELUDE + """
 t = ft.FlowTable(4, idle_ms=1000)

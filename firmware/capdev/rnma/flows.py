@@ -1,6 +1,7 @@
-# Bounded flow table. Per-flow state lives in one preallocated int32 array
-# (struct-of-arrays) so 64 flows cost a few KiB on a microcontroller instead of
-# one object with a dict each. Flows are keyed by a canonical 5-tuple so both
+# Bounded flow table. Per-flow state lives in one int32 array (struct-of-arrays)
+# so 64 flows cost 8 KiB on a microcontroller instead of one object with a dict
+# each. The array starts with room for a few flows and doubles as flows come,
+# up to the bound: a device with two flows pays for eight, not sixty-four. Flows are keyed by a canonical 5-tuple so both
 # directions meet in one slot; "up" is the client (initiator) side.
 from array import array
 
@@ -48,6 +49,8 @@ _ST_SYN_SEEN = const(4)
 _ST_SYNACK_SEEN = const(8)
 _ST_NEW = const(16)         # created by this update (cleared by the caller)
 
+_FIRST_SLOTS = const(8)  # room the table starts with; it doubles up to `size`
+
 _SMALL_LEN = const(200)
 _LARGE_LEN = const(1000)
 _SAT = const(0x7FFFFFFF)
@@ -70,6 +73,7 @@ def split_key(key):
 
 class FlowTable:
     """At most `size` flows; a new flow evicts an idle one, else the least recent.
+    Room for them (``slots_allocated``) grows by doubling as they come.
 
     `on_evict(table, slot)` is called before a slot is reused so the owner can
     account the flow (its class, its bytes) first.
@@ -81,11 +85,13 @@ class FlowTable:
         self.size = size
         self.idle_ms = idle_ms
         self.on_evict = on_evict
-        self.a = array("i", bytes(4 * _NFIELDS * size))
+        room = size if size < _FIRST_SLOTS else _FIRST_SLOTS
+        self.slots_allocated = room
+        self.a = array("i", bytes(4 * _NFIELDS * room))
         self.index = {}
-        self.keys = [None] * size
+        self.keys = [None] * room
         # Name strings cost ~64 bytes each on a board; only hosts keep them.
-        self.names = [None] * size if keep_names else None
+        self.names = [None] * room if keep_names else None
         self.evicted = 0
         self.evicted_idle = 0
 
@@ -106,7 +112,13 @@ class FlowTable:
         if slot is not None:
             st = self.a[slot * _NFIELDS + _F_STATE]
             return slot, bool(st & _ST_CLIENT_LOW) == src_low
-        slot = self._empty_slot() if len(self.index) < self.size else self._evict(now)
+        used = len(self.index)
+        if used < self.slots_allocated:
+            slot = self._empty_slot()
+        elif used < self.size and self._grow():
+            slot = used  # the first of the new slots
+        else:
+            slot = self._evict(now)
         self.index[key] = slot
         self.keys[slot] = key
         if self.names is not None:
@@ -146,10 +158,29 @@ class FlowTable:
         # heap than a list of free slots (~0.5 KiB at 64 flows) and runs
         # only when a flow is new.
         keys = self.keys
-        for slot in range(self.size):
+        for slot in range(self.slots_allocated):
             if keys[slot] is None:
                 return slot
         raise RuntimeError("flow table index and slots disagree")
+
+    def _grow(self):
+        """Double the room for flows (up to ``size``); False when the heap
+        cannot give it, and the caller evicts instead. Extended in place, so
+        references to ``a`` held elsewhere stay valid."""
+        add = self.slots_allocated
+        if add > self.size - self.slots_allocated:
+            add = self.size - self.slots_allocated
+        try:
+            self.a.extend(array("i", bytes(4 * _NFIELDS * add)))
+            self.keys.extend([None] * add)
+            if self.names is not None:
+                self.names.extend([None] * add)
+        except MemoryError:
+            # A partial extension is harmless: only whole slots below the
+            # shortest of the three are ever used.
+            return False
+        self.slots_allocated += add
+        return True
 
     def drop(self, slot):
         if self.on_evict is not None:
