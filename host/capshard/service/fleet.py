@@ -20,11 +20,11 @@ PROFILE_FIELDS = ("ver", "slot", "module", "cpu", "mem_kb", "bw_kbps", "prio", "
 
 def profiles_match(desired, reported):
     """Does the device run what we want (same shards, same settings)?"""
-    if set(desired) != set(reported or {}):
+    if desired.keys() != (reported or {}).keys():
         return False
     for sid, want in desired.items():
-        have = reported[sid]
-        if any(want.get(k) != have.get(k) for k in PROFILE_FIELDS):
+        # field by field in C (map), not a generator: twice per report per shard
+        if tuple(map(want.get, PROFILE_FIELDS)) != tuple(map(reported[sid].get, PROFILE_FIELDS)):
             return False
     return True
 
@@ -59,7 +59,7 @@ class DeviceRecord:
     def from_row(cls, r):
         return cls(r["device_id"], bool(r["online"]), r["birth"], r["desired"] or {}, r["desired_version"],
                    r["desired_expires_at"], r["reported"] or {}, r["reported_seq"], r["inst_seq"],
-                   r["needs"], r["health"], r.get("tier"), r["last_seen"], r["pending"])
+                   r["needs"], r.get("health"), r.get("tier"), r["last_seen"], r["pending"])
 
     @property
     def converged(self):
@@ -149,14 +149,20 @@ class Fleet:
         return state, before
 
     def record_state(self, device_id, state):
+        return self.record_state_birth(device_id, state)[0]
+
+    def record_state_birth(self, device_id, state):
+        """(online, birth): birth is store.birth_of's answer when recording
+        the reported profile gave it for free, else None."""
         now = time.time()
         online = bool(state.get("online"))
+        birth = None
         if "profile" in state and online:
-            self.store.record_reported(device_id, state["profile"], state.get("seq", 0), now)
+            birth = self.store.record_reported(device_id, state["profile"], state.get("seq", 0), now)
         else:
             self.store.set_online(device_id, online, now)
         self.event(device_id, "online" if online else "offline", "online" if online else "offline")
-        return online
+        return online, birth
 
     def record_needs(self, device_id, report):
         old = self.store.record_needs(device_id, report, time.time())

@@ -111,6 +111,7 @@ class ProviderService:
         self._connects = 0
         self._reconnected_at = None
         self._resynced = {}  # device id -> the reconnect it was re-synced for
+        self._children = {}  # (metric, label) -> its child (see _child)
         self.handlers = {
             "birth": self._on_birth,
             "ack": self._on_ack,
@@ -326,7 +327,7 @@ class ProviderService:
         if device_id not in self.keystore:
             raise wire.WireError(f"birth from unknown device {device_id!r}")
         self.fleet.record_birth(device_id, birth)
-        self._after(self.metrics.reports.labels("birth").inc)
+        self._after(self._child(self.metrics.reports, "birth").inc)
         # Spread the syncs of a reconnect storm; the rate limiter bounds them.
         self._request(device_id, WORK_SYNC, random.uniform(0, self.opts.birth_jitter_s))
         self._online_changed()
@@ -334,18 +335,19 @@ class ProviderService:
     def _on_ack(self, device_id, ack):
         state, before = self.fleet.record_ack(device_id, ack)
         if before is not None:
-            self._after(self.metrics.instructions.labels(state).inc)
+            self._after(self._child(self.metrics.instructions, state).inc)
             for r in ack.get("results") or []:
                 if r.get("code") == "activated":
-                    self._after(self.metrics.activations.labels(str(r.get("shard", "?"))).inc)
+                    self._after(self._child(self.metrics.activations, str(r.get("shard", "?"))).inc)
         if state != SUCCEEDED:
             log.warning("device %s: instruction %s %s: %s", device_id, ack.get("id"), state,
                         ack.get("reason") or ack.get("results"))
         self._request(device_id, WORK_CHECK, self.opts.check_delay_s)
 
     def _on_state(self, device_id, state):
-        if self.fleet.record_state(device_id, state):
-            born, born_at = self.store.birth_of(device_id)
+        online, birth = self.fleet.record_state_birth(device_id, state)
+        if online:
+            born, born_at = birth if birth is not None else self.store.birth_of(device_id)
             if not born and device_id in self.keystore:
                 # Online since before we started: its birth went by unseen. One
                 # request in flight is enough (retried until its TTL), also when
@@ -366,17 +368,25 @@ class ProviderService:
         if not isinstance(report.get("classes"), dict):
             raise wire.WireError(f"qos report from {device_id}: field 'classes' missing or wrong type")
         old = self.fleet.record_needs(device_id, report)
-        self._after(self.metrics.reports.labels("qos").inc)
+        self._after(self._child(self.metrics.reports, "qos").inc)
         if needs_changed(old, report, self.opts.bw_change):
             self._request(device_id, WORK_REPLAN, self.opts.replan_delay_s)
 
     def _on_health(self, device_id, health):
         self.fleet.record_health(device_id, health)
-        self._after(self.metrics.reports.labels("health").inc)
+        self._after(self._child(self.metrics.reports, "health").inc)
         for ev in health.get("events") or []:
             if isinstance(ev, dict) and ev.get("ev") == "failover":
-                self._after(self.metrics.failovers.labels(str(ev.get("shard"))).inc)
+                self._after(self._child(self.metrics.failovers, str(ev.get("shard"))).inc)
                 self.fleet.event(device_id, "failover", f"failover of {ev.get('shard')}: {ev.get('reason', '')}")
+
+    def _child(self, metric, label):
+        """metric.labels(label), remembered: labels() takes a lock and builds
+        its key on every call, several times per report."""
+        child = self._children.get((metric, label))
+        if child is None:
+            child = self._children[(metric, label)] = metric.labels(label)
+        return child
 
     def _online_changed(self):
         pass  # devices_online is counted when scraped (see _count_online)
@@ -458,7 +468,7 @@ class ProviderService:
             claimed = self.store.claim_due_work(now, min(WORK_BATCH, self._bucket.available()))
             self._bucket.spend(len(claimed))
             ids = [w["device_id"] for w in claimed]
-            rows = self.store.get_devices(ids)
+            rows = self.store.get_devices(ids, lean=True)
             in_flight = self.store.with_open_unsuperseded(ids)
         chunk, started = [], time.monotonic()
         for w in claimed:
@@ -487,7 +497,7 @@ class ProviderService:
                 if inst["superseded_by"]:
                     why += f"; superseded by {inst['superseded_by']}"
                 if self.store.finish(inst["id"], TIMED_OUT, now, why) is not None:
-                    self.metrics.instructions.labels(TIMED_OUT).inc()
+                    self._child(self.metrics.instructions, TIMED_OUT).inc()
                     self.fleet.event(inst["device_id"], "timeout", f"instruction {inst['id']} timed out: {why}")
                 continue
             rec = self.fleet.device(inst["device_id"])
@@ -501,7 +511,7 @@ class ProviderService:
             if self.store.claim_retry(inst["id"], inst["next_attempt_at"], nxt):
                 self._publish(inst["device_id"], _instruction_of(inst))
                 self.store.mark_sent(inst["id"], now, nxt)
-                self.metrics.instructions_sent.labels("retry").inc()
+                self._child(self.metrics.instructions_sent, "retry").inc()
                 self.fleet.event(inst["device_id"], "retry",
                                  f"instruction {inst['id']} seq {inst['seq']} re-sent (attempt {inst['attempts'] + 1})")
 
@@ -580,7 +590,7 @@ class ProviderService:
                                  f"({'full state' if job.full else f'{len(job.ops)} op(s)'})")
         self.fleet.notify()
         for job in sent:
-            self.metrics.instructions_sent.labels("full" if job.full else "delta").inc()
+            self._child(self.metrics.instructions_sent, "full" if job.full else "delta").inc()
         latency = time.monotonic() - taken
         for _ in sent:
             self.metrics.decision_latency.observe(latency)
@@ -655,7 +665,7 @@ class ProviderService:
                                    now + ttl_s)
         self._publish(device_id, inst)
         self.store.mark_sent(inst["id"], now, now + backoff(1, self.opts))
-        self.metrics.instructions_sent.labels("manual").inc()
+        self._child(self.metrics.instructions_sent, "manual").inc()
         self.fleet.event(device_id, "instruction", f"instruction {inst['id']} seq {inst['seq']} sent")
         return inst
 

@@ -99,6 +99,7 @@ class _SqliteBackend:
     @contextmanager
     def transaction(self):
         cur = self.conn.cursor()
+        cur.row_factory = None   # plain tuples: _Cursor makes the dicts, names looked up once per query
         cur.execute("BEGIN IMMEDIATE")
         try:
             yield _Cursor(cur, "?")
@@ -168,32 +169,89 @@ class _Cursor:
 
     def one(self):
         row = self.cur.fetchone()
-        return _row(row)
+        return None if row is None else self._reader()(row)
 
     def all(self):
-        return [_row(r) for r in self.cur.fetchall()]
+        rows = self.cur.fetchall()
+        if not rows:
+            return []
+        read = self._reader()
+        return [read(r) for r in rows]
+
+    def _reader(self):
+        """row -> dict for the query just run, JSON columns decoded. PostgreSQL
+        (dict_row) gives dicts; SQLite gives tuples, named from the
+        description once per query, not looked up by name per column."""
+        names = tuple(d[0] for d in self.cur.description)
+        json_names = _json_names(names)
+        if self.mark == "?":
+            def read(row):
+                out = dict(zip(names, row))
+                for k in json_names:
+                    if out[k] is not None:
+                        out[k] = _decode(out[k])
+                return out
+        else:
+            def read(row):
+                out = dict(row)
+                for k in json_names:
+                    if out[k] is not None:
+                        out[k] = _decode(out[k])
+                return out
+        return read
 
 
 _REQUEST_WORK = ("UPDATE devices SET pending_after = CASE WHEN pending = 0 OR pending_after IS NULL "
                  "OR pending_after > ? THEN ? ELSE pending_after END, pending = pending | ? WHERE device_id = ?")
+_LEAN_DEVICE_COLUMNS = ", ".join("d." + c for c in (
+    "device_id", "online", "birth", "desired", "desired_version", "desired_expires_at", "reported", "reported_seq",
+    "inst_seq", "needs", "last_seen", "pending", "repaired_version"))
+_CLAIM_WORK = ("UPDATE devices SET pending = 0, pending_after = NULL WHERE device_id = ? "
+               "AND pending = ? AND pending_after = ?")
 _ADD_EVENT = "INSERT INTO events (t, device_id, kind, text) VALUES (?, ?, ?, ?)"
 _MARK_SENT = ("UPDATE instructions SET attempts = attempts + 1, sent_at = COALESCE(sent_at, ?), "
               "next_attempt_at = CASE WHEN state IN (?, ?) THEN ? ELSE next_attempt_at END, "
               "state = CASE WHEN state IN (?, ?) THEN ? ELSE state END WHERE id = ?")
 
 
-def _row(row):
-    if row is None:
-        return None
-    out = dict(row) if not hasattr(row, "keys") else {k: row[k] for k in row.keys()}
-    for k in _JSON_COLUMNS & out.keys():
-        if out[k] is not None:
-            out[k] = json.loads(out[k])
-    return out
+_json_names_of = {}   # column names of a query -> those holding JSON (few distinct queries)
+
+
+def _json_names(names):
+    found = _json_names_of.get(names)
+    if found is None:
+        found = _json_names_of[names] = tuple(k for k in names if k in _JSON_COLUMNS)
+    return found
+
+
+# One encoder and decoder for all: json.dumps(..., sort_keys=True) builds a
+# new JSONEncoder per call. Same text as json.dumps(value, sort_keys=True).
+_encode = json.JSONEncoder(sort_keys=True).encode
+_decode = json.JSONDecoder().decode
 
 
 def _json(value):
-    return None if value is None else json.dumps(value, sort_keys=True)
+    return None if value is None else _encode(value)
+
+
+class _Joined:
+    """tx() inside this thread's open transaction: its cursor. A database
+    error marks the transaction failed (PostgreSQL has aborted it), so the
+    batch must not commit."""
+    __slots__ = ("store",)
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        return self.store._cur
+
+    def __exit__(self, kind, error, tb):
+        store = self.store
+        if kind is not None and issubclass(kind, store.backend.errors):
+            store._failed = error
+            raise StoreError(f"fleet store ({store.dialect}): {error}") from None
+        return False
 
 
 class FleetStore:
@@ -210,19 +268,20 @@ class FleetStore:
         # round trip on PostgreSQL, not one per message).
         self._events = []       # (t, device_id, kind, text)
         self._work = {}         # device_id -> [kinds, after]
+        self._joined = _Joined(self)
+
+    def tx(self):
+        """The open transaction of this thread (joined), else a new one."""
+        # Only the owner sees its own id here, and it holds the lock: no race.
+        # Joining is most calls inside a batch, so it is a plain object, not a
+        # generator-based context manager.
+        if self._owner == threading.get_ident():
+            return self._joined
+        return self._new_tx()
 
     @contextmanager
-    def tx(self):
+    def _new_tx(self):
         with self._lock:
-            if self._cur is not None:
-                # Inside batch() (or another tx) of this thread: join it.
-                try:
-                    yield self._cur
-                except self.backend.errors as e:
-                    # PostgreSQL has aborted the whole transaction: the batch must not commit.
-                    self._failed = e
-                    raise StoreError(f"fleet store ({self.dialect}): {e}") from None
-                return
             try:
                 with self.backend.transaction() as cur:
                     self._cur, self._owner, self._failed = cur, threading.get_ident(), None
@@ -239,7 +298,13 @@ class FleetStore:
         """Write the work requests kept so far in this transaction now. A
         batch that goes device by device calls it after each device, so it
         takes the devices' row locks in its own order (providers sharing a
-        PostgreSQL store then never wait on each other in a circle)."""
+        PostgreSQL store then never wait on each other in a circle). SQLite
+        has no row locks (BEGIN IMMEDIATE holds the whole database), so there
+        they wait for the commit: two statements per batch, not per device."""
+        if self.dialect != "sqlite":
+            self._write_work()
+
+    def _write_work(self):
         if self._work and self.in_transaction():
             items, self._work = sorted(self._work.items()), {}
             with self.tx() as cur:
@@ -248,7 +313,7 @@ class FleetStore:
                 cur.executemany(_REQUEST_WORK, [(after, after, kinds, d) for d, (kinds, after) in items])
 
     def _flush(self, cur):
-        self.flush_work()
+        self._write_work()
         if self._events:
             cur.executemany(_ADD_EVENT, self._events)
 
@@ -323,14 +388,18 @@ class FleetStore:
             return cur.execute("SELECT d.*, a.tier FROM devices d LEFT JOIN agreements a "
                                "ON a.device_id = d.device_id WHERE d.device_id = ?", (device_id,)).one()
 
-    def get_devices(self, device_ids):
-        """device id -> row (as get_device) for those that exist: one query."""
+    def get_devices(self, device_ids, lean=False):
+        """device id -> row (as get_device) for those that exist: one query.
+        ``lean``: only what a DeviceRecord and the reconciler read; the plan
+        explanations and the health report (the largest JSON to decode, and
+        unused there) are left out."""
         if not device_ids:
             return {}
         with self.tx() as cur:
-            rows = cur.execute("SELECT d.*, a.tier FROM devices d LEFT JOIN agreements a "
+            rows = cur.execute("SELECT %s, a.tier FROM devices d LEFT JOIN agreements a "
                                "ON a.device_id = d.device_id WHERE d.device_id IN (%s)"
-                               % ", ".join("?" * len(device_ids)), list(device_ids)).all()
+                               % (_LEAN_DEVICE_COLUMNS if lean else "d.*", ", ".join("?" * len(device_ids))),
+                               list(device_ids)).all()
         return {r["device_id"]: r for r in rows}
 
     def list_devices(self):
@@ -359,13 +428,20 @@ class FleetStore:
                                 (1 if online else 0, now, device_id))
 
     def record_reported(self, device_id, profile, seq, now):
+        """Returns what birth_of would say (the row at hand tells it: no
+        second statement)."""
+        # Our sequence counter never falls behind what the device applied,
+        # even when we learn of it from its retained state, not a birth.
+        sql = ("UPDATE devices SET online = 1, reported = ?, reported_seq = ?, reported_at = ?, "
+               "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
+               "WHERE device_id = ? RETURNING birth IS NOT NULL AS born, born_at")
+        params = (_json(profile), seq, now, now, int(seq), int(seq), device_id)
         with self.tx() as cur:
-            # Our sequence counter never falls behind what the device applied,
-            # even when we learn of it from its retained state, not a birth.
-            self._update_device(cur, device_id,
-                                "UPDATE devices SET online = 1, reported = ?, reported_seq = ?, reported_at = ?, "
-                                "last_seen = ?, inst_seq = CASE WHEN inst_seq < ? THEN ? ELSE inst_seq END "
-                                "WHERE device_id = ?", (_json(profile), seq, now, now, int(seq), int(seq), device_id))
+            row = cur.execute(sql, params).one()
+            if row is None:
+                self._ensure(cur, device_id)
+                row = cur.execute(sql, params).one()
+        return bool(row["born"]), row["born_at"]
 
     def birth_of(self, device_id):
         """(has a birth, born_at) of a device, without reading its whole record."""
@@ -476,16 +552,14 @@ class FleetStore:
                     (now, limit)).all()
             else:
                 rows = self.due_work(now, limit)
-                for r in rows:
-                    self.claim_work(r["device_id"], r["pending"], r["pending_after"])
+                if rows:   # claim_work for each, as one executemany
+                    cur.executemany(_CLAIM_WORK, [(r["device_id"], r["pending"], r["pending_after"]) for r in rows])
         return sorted(rows, key=lambda r: r["device_id"])
 
     def claim_work(self, device_id, pending, pending_after):
         """Take the work of a device if nobody changed or took it meanwhile."""
         with self.tx() as cur:
-            return cur.execute("UPDATE devices SET pending = 0, pending_after = NULL WHERE device_id = ? "
-                               "AND pending = ? AND pending_after = ?",
-                               (device_id, pending, pending_after)).rowcount == 1
+            return cur.execute(_CLAIM_WORK, (device_id, pending, pending_after)).rowcount == 1
 
     def expiring(self, before):
         """Online devices whose temporary profile lapses before ``before`` and
