@@ -17,7 +17,10 @@ instruction is SUCCEEDED and every other one SUCCEEDED or superseded)."""
 
 import collections
 import re
+import sys
+import threading
 import time
+import traceback
 
 import pytest
 
@@ -102,6 +105,11 @@ def assert_once_and_acked(rig, dev):
         return rows and rows[-1]["state"] == "SUCCEEDED" and \
             all(r["state"] == "SUCCEEDED" or r["superseded_by"] for r in rows)
     wait(settled, RECOVER_S)
+    # The watcher is a subscriber of its own: an ack the provider recorded may reach it a moment later.
+    def watcher_saw_acks():
+        seen = {a["id"] for a in rig.watcher.since(0, dev.id, "ack")}
+        return all(r["id"] in seen for r in rig.svc.store.instructions(dev.id) if r["state"] == "SUCCEEDED")
+    wait(watcher_saw_acks, 5)
     applied = collections.Counter(re.findall(r"applied instruction (\S+) seq", dev.log()))
     assert applied and max(applied.values()) == 1, applied
     by_id = collections.defaultdict(list)
@@ -110,12 +118,38 @@ def assert_once_and_acked(rig, dev):
     for acks in by_id.values():
         assert all(a == acks[0] for a in acks), acks  # a repeat is the cached ack, not a second run
     rows = rig.svc.store.instructions(dev.id)
-    assert rows[-1]["state"] == "SUCCEEDED", rows[-1]
+    assert rows[-1]["state"] == "SUCCEEDED", _diagnosis(rig, dev, rows)
     for row in rows:
-        assert row["state"] == "SUCCEEDED" or row["superseded_by"], row
+        assert row["state"] == "SUCCEEDED" or row["superseded_by"], _diagnosis(rig, dev, rows)
         if row["state"] == "SUCCEEDED":
-            assert row["id"] in by_id  # the provider's record is the device's ack
+            assert row["id"] in by_id, _diagnosis(rig, dev, rows)  # the provider's record is the device's ack
     return rows
+
+
+def _diagnosis(rig, dev, rows):
+    """What the provider recorded and what went over the broker, for a failure message."""
+    t0 = rig.watcher.msgs[0][0] if rig.watcher.msgs else 0
+    def brief(kind, m):
+        if not isinstance(m, dict):
+            return "(signed)" if kind == "instruction" else m
+        keys = {"state": ("online", "seq"), "ack": ("id", "status"), "birth": ("last_seq",)}.get(kind, ())
+        return {k: m.get(k) for k in keys}
+    lines = ["instructions (id, seq, state, attempts, superseded_by, next_attempt_at, deadline):"]
+    lines += [f"  {r['id']} {r['seq']} {r['state']} {r['attempts']} {r['superseded_by']} "
+              f"{r['next_attempt_at']} {r['deadline']}" for r in rows]
+    lines.append(f"device record: {rig.svc.fleet.device(dev.id)}")
+    lines.append("broker messages (s since the first, kind, fields):")
+    lines += [f"  {t - t0:7.3f} {k} {brief(k, m)}" for t, d, k, m in rig.watcher.msgs if d == dev.id]
+    lines.append("provider events:")
+    lines += [f"  {e['t']:.3f} {e['kind']} {e['text']}" for e in rig.svc.store.events(device_id=dev.id)]
+    # Where the provider's threads are: a reconciler that never retried shows here.
+    frames = sys._current_frames()
+    for t in threading.enumerate():
+        if t.name.startswith(("capshard-", "paho-")) and t.ident in frames:
+            lines.append(f"thread {t.name}:\n" + "".join(traceback.format_stack(frames[t.ident])))
+    lines.append("device log (end):")
+    lines.append(dev.log()[-3000:])
+    return "\n".join(lines)
 
 
 def test_half_open_link_device_declares_broker_dead_and_converges_to_new_desired(rig):

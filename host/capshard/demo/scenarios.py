@@ -50,7 +50,9 @@ class Step:
 
 DEVICES = [
     # An ESP32-S3 with PSRAM, simulated: the MicroPython unix port with the
-    # heap such a board gives (the agent alone needs ~208 KiB from .mpy).
+    # heap such a board gives (the agent with three small shards needs 184 KiB from
+    # .mpy files, 128 KiB from a ROMFS image: docs/performance.md; the demo's VPN
+    # shards need more).
     DemoDevice("home-esp32s3", "micropython", "standard", {"cpu": 100, "mem_kb": 160, "bw_kbps": 20000},
                heap_kb=512),
     DemoDevice("office-router", "cpython", "standard", {"cpu": 100, "mem_kb": 512, "bw_kbps": 100000}),
