@@ -196,6 +196,14 @@ def test_subscribe_receive_and_publish_qos0_qos1(runtime, broker, peers, tmp_pat
     paho_peer.publish("fw/in/late/x", "late", qos=1)
     assert fw.expect("msg", topic="fw/in/late/x")["payload"] == "late"
 
+    # After an unsubscribe the broker sends nothing more on that filter.
+    paho_peer.command(fw, op="unsub", topic="fw/in/late/+")
+    fw.expect("unsubscribed")
+    paho_peer.publish("fw/in/late/x", "after", qos=1)
+    paho_peer.publish("fw/in/q0", "marker", qos=0)
+    assert fw.expect("msg", topic="fw/in/q0")["payload"] == "marker"
+    assert [e["payload"] for e in fw.seen("msg", topic="fw/in/late/x")] == ["late"]
+
     # A handler that raises is counted; the connection and later messages carry on.
     paho_peer.publish("fw/in/q1", "raise", qos=1)
     paho_peer.publish("fw/in/q1", "next", qos=1)

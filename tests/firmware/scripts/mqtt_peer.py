@@ -67,6 +67,9 @@ async def command(cmd):
     elif op == "sub":
         granted = await client.subscribe(cmd["topic"], cmd.get("qos", 0))
         emit({"ev": "subscribed", "topic": cmd["topic"], "granted": granted})
+    elif op == "unsub":
+        await client.unsubscribe(cmd["topic"])
+        emit({"ev": "unsubscribed", "topic": cmd["topic"]})
     elif op == "stats":
         emit(stats())
     elif op == "quit":
