@@ -131,7 +131,7 @@ def _diagnosis(rig, dev, rows):
     t0 = rig.watcher.msgs[0][0] if rig.watcher.msgs else 0
     def brief(kind, m):
         if not isinstance(m, dict):
-            return "(signed)" if kind == "instruction" else m
+            return "(signed)" if kind == "inst" else m
         keys = {"state": ("online", "seq"), "ack": ("id", "status"), "birth": ("last_seq",)}.get(kind, ())
         return {k: m.get(k) for k in keys}
     lines = ["instructions (id, seq, state, attempts, superseded_by, next_attempt_at, deadline):"]
