@@ -82,6 +82,20 @@ MIGRATIONS = [
         "ALTER TABLE devices ADD COLUMN explanations TEXT",
         "CREATE INDEX events_by_time ON events (t)",
     ]),
+    (3, "reconciliation work in its own narrow table", [
+        # Requesting and claiming work happen twice per report; on the devices
+        # row (kilobytes of JSON) each rewrote the whole row. A row here exists
+        # while a device has work asked for, and is deleted when it is claimed.
+        """CREATE TABLE device_work (
+            device_id TEXT PRIMARY KEY,
+            pending INTEGER NOT NULL DEFAULT 0,
+            pending_after {real}
+        )""",
+        "INSERT INTO device_work (device_id, pending, pending_after) SELECT device_id, pending, pending_after "
+        "FROM devices WHERE pending <> 0 OR pending_after IS NOT NULL",
+        "ALTER TABLE devices DROP COLUMN pending",
+        "ALTER TABLE devices DROP COLUMN pending_after",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

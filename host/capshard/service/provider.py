@@ -561,6 +561,7 @@ class ProviderService:
         try:
             with self.store.batch():
                 for job in jobs:
+                    self.store.flush_work()   # the previous device's, before this one's locks
                     self._write_job(job, now)
         except StoreError as e:
             self._post = None
@@ -604,10 +605,12 @@ class ProviderService:
             self.store.request_work(device_id, job.kinds, now + self.opts.in_flight_wait_s)
             return
         decision = job.decision
+        seq = None
         if decision is not None:
             try:
-                version = self.store.write_desired(device_id, decision.profile, rec.desired_version, now,
-                                                   decision.expires_at, decision.explanations)
+                # the new plan and the instruction's sequence number: one statement
+                version, seq = self.store.write_desired_next_seq(device_id, decision.profile, rec.desired_version,
+                                                                 now, decision.expires_at, decision.explanations)
             except StaleWrite:
                 # another writer got there first: read again and decide again, next pass
                 self._after(self.metrics.stale_writes.inc)
@@ -625,8 +628,9 @@ class ProviderService:
             self.store.mark_repaired(device_id, rec.desired_version)
             self.fleet.event(device_id, "drift", f"reported profile differs from desired v{rec.desired_version}: "
                                                  "re-sending the full state")
-        inst = wire.make_instruction(device_id, self.store.next_seq(device_id), job.ops, job.full, now,
-                                     self.opts.ttl_s)
+        if seq is None:
+            seq = self.store.next_seq(device_id)
+        inst = wire.make_instruction(device_id, seq, job.ops, job.full, now, self.opts.ttl_s)
         self.store.add_instruction(inst, rec.desired_version, rec.tier or self.policy.default_tier, now,
                                    now + self.opts.ttl_s)
         if job.full:

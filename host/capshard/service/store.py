@@ -201,13 +201,31 @@ class _Cursor:
         return read
 
 
-_REQUEST_WORK = ("UPDATE devices SET pending_after = CASE WHEN pending = 0 OR pending_after IS NULL "
-                 "OR pending_after > ? THEN ? ELSE pending_after END, pending = pending | ? WHERE device_id = ?")
+# Pending work lives in device_work (migration 3), a row per device with work
+# asked for: requests and claims write a few bytes there, not the devices row.
+_REQUEST_WORK = ("INSERT INTO device_work (device_id, pending, pending_after) VALUES (?, ?, ?) "
+                 "ON CONFLICT (device_id) DO UPDATE SET pending_after = CASE WHEN device_work.pending = 0 "
+                 "OR device_work.pending_after IS NULL OR device_work.pending_after > excluded.pending_after "
+                 "THEN excluded.pending_after ELSE device_work.pending_after END, "
+                 "pending = device_work.pending | excluded.pending")
+_CLAIM_WORK = "DELETE FROM device_work WHERE device_id = ? AND pending = ? AND pending_after = ?"
+# A device as read: its row, its tier and its pending work (none: 0 and NULL).
+_DEVICE_FROM = ("devices d LEFT JOIN agreements a ON a.device_id = d.device_id "
+                "LEFT JOIN device_work w ON w.device_id = d.device_id")
+_WORK_COLUMNS = "COALESCE(w.pending, 0) AS pending, w.pending_after"
 _LEAN_DEVICE_COLUMNS = ", ".join("d." + c for c in (
     "device_id", "online", "birth", "desired", "desired_version", "desired_expires_at", "reported", "reported_seq",
-    "inst_seq", "needs", "last_seen", "pending", "repaired_version"))
-_CLAIM_WORK = ("UPDATE devices SET pending = 0, pending_after = NULL WHERE device_id = ? "
-               "AND pending = ? AND pending_after = ?")
+    "inst_seq", "needs", "last_seen", "repaired_version")) + ", COALESCE(w.pending, 0) AS pending"
+_DUE_WORK = ("SELECT w.device_id, w.pending, w.pending_after FROM device_work w JOIN devices d "
+             "ON d.device_id = w.device_id WHERE w.pending <> 0 AND d.online = 1 AND w.pending_after <= ? "
+             "ORDER BY w.pending_after LIMIT ?")
+# What finish() returns of an instruction: all but its ops, the largest JSON
+# to decode, which no caller reads there.
+_FINISHED_COLUMNS = ("id", "device_id", "seq", "desired_version", "tier", "full_state", "iat", "ttl_s", "state",
+                     "attempts", "created_at", "sent_at", "next_attempt_at", "deadline", "superseded_by", "acked_at",
+                     "ack", "reason")
+_FINISHED_SELECT = ", ".join(_FINISHED_COLUMNS)
+_FINISHED_RETURNING = ", ".join("old." + c for c in _FINISHED_COLUMNS)
 _ADD_EVENT = "INSERT INTO events (t, device_id, kind, text) VALUES (?, ?, ?, ?)"
 _MARK_SENT = ("UPDATE instructions SET attempts = attempts + 1, sent_at = COALESCE(sent_at, ?), "
               "next_attempt_at = CASE WHEN state IN (?, ?) THEN ? ELSE next_attempt_at END, "
@@ -297,10 +315,12 @@ class FleetStore:
     def flush_work(self):
         """Write the work requests kept so far in this transaction now. A
         batch that goes device by device calls it after each device, so it
-        takes the devices' row locks in its own order (providers sharing a
-        PostgreSQL store then never wait on each other in a circle). SQLite
-        has no row locks (BEGIN IMMEDIATE holds the whole database), so there
-        they wait for the commit: two statements per batch, not per device."""
+        takes the row locks in its own order: device by device, the devices
+        row, then the device_work row (providers sharing a PostgreSQL store
+        then never wait on each other in a circle; claim_due_work skips
+        locked work rows rather than waiting). SQLite has no row locks
+        (BEGIN IMMEDIATE holds the whole database), so there they wait for
+        the commit: two statements per batch, not per device."""
         if self.dialect != "sqlite":
             self._write_work()
 
@@ -310,7 +330,7 @@ class FleetStore:
             with self.tx() as cur:
                 cur.executemany("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT (device_id) DO NOTHING",
                                 [(d,) for d, _ in items])
-                cur.executemany(_REQUEST_WORK, [(after, after, kinds, d) for d, (kinds, after) in items])
+                cur.executemany(_REQUEST_WORK, [(d, kinds, after) for d, (kinds, after) in items])
 
     def _flush(self, cur):
         self._write_work()
@@ -385,8 +405,8 @@ class FleetStore:
 
     def get_device(self, device_id):
         with self.tx() as cur:
-            return cur.execute("SELECT d.*, a.tier FROM devices d LEFT JOIN agreements a "
-                               "ON a.device_id = d.device_id WHERE d.device_id = ?", (device_id,)).one()
+            return cur.execute("SELECT d.*, a.tier, %s FROM %s WHERE d.device_id = ?" % (_WORK_COLUMNS, _DEVICE_FROM),
+                               (device_id,)).one()
 
     def get_devices(self, device_ids, lean=False):
         """device id -> row (as get_device) for those that exist: one query.
@@ -396,16 +416,16 @@ class FleetStore:
         if not device_ids:
             return {}
         with self.tx() as cur:
-            rows = cur.execute("SELECT %s, a.tier FROM devices d LEFT JOIN agreements a "
-                               "ON a.device_id = d.device_id WHERE d.device_id IN (%s)"
-                               % (_LEAN_DEVICE_COLUMNS if lean else "d.*", ", ".join("?" * len(device_ids))),
+            rows = cur.execute("SELECT %s, a.tier FROM %s WHERE d.device_id IN (%s)"
+                               % (_LEAN_DEVICE_COLUMNS if lean else "d.*, " + _WORK_COLUMNS, _DEVICE_FROM,
+                                  ", ".join("?" * len(device_ids))),
                                list(device_ids)).all()
         return {r["device_id"]: r for r in rows}
 
     def list_devices(self):
         with self.tx() as cur:
-            return cur.execute("SELECT d.*, a.tier FROM devices d LEFT JOIN agreements a "
-                               "ON a.device_id = d.device_id ORDER BY d.device_id").all()
+            return cur.execute("SELECT d.*, a.tier, %s FROM %s ORDER BY d.device_id"
+                               % (_WORK_COLUMNS, _DEVICE_FROM)).all()
 
     def count_online(self):
         with self.tx() as cur:
@@ -480,9 +500,22 @@ class FleetStore:
     def write_desired(self, device_id, profile, expected_version, now, expires_at=None, explanations=None):
         """Replace the desired profile if it is still at ``expected_version``;
         returns the new version, or raises StaleWrite."""
+        return self._write_desired(device_id, profile, expected_version, now, expires_at, explanations,
+                                   take_seq=False)["desired_version"]
+
+    def write_desired_next_seq(self, device_id, profile, expected_version, now, expires_at=None,
+                               explanations=None):
+        """write_desired, then next_seq, in one statement (the reconciler's
+        new plan and the instruction that carries it): returns (version, seq).
+        A stale write takes no sequence number."""
+        row = self._write_desired(device_id, profile, expected_version, now, expires_at, explanations,
+                                  take_seq=True)
+        return row["desired_version"], row["inst_seq"]
+
+    def _write_desired(self, device_id, profile, expected_version, now, expires_at, explanations, take_seq):
         sql = ("UPDATE devices SET desired = ?, desired_version = desired_version + 1, desired_at = ?, "
-               "desired_expires_at = ?, explanations = ? WHERE device_id = ? AND desired_version = ? "
-               "RETURNING desired_version")
+               "desired_expires_at = ?, explanations = ?%s WHERE device_id = ? AND desired_version = ? "
+               "RETURNING desired_version%s" % ((", inst_seq = inst_seq + 1", ", inst_seq") if take_seq else ("", "")))
         params = (_json(profile), now, expires_at, _json(explanations), device_id, expected_version)
         with self.tx() as cur:
             row = cur.execute(sql, params).one()
@@ -490,7 +523,7 @@ class FleetStore:
                 self._ensure(cur, device_id)
                 row = cur.execute(sql, params).one()
             if row is not None:
-                return row["desired_version"]
+                return row
             actual = cur.execute("SELECT desired_version FROM devices WHERE device_id = ?", (device_id,)).one()
         raise StaleWrite(device_id, expected_version, actual["desired_version"])
 
@@ -521,7 +554,8 @@ class FleetStore:
                 w[1] = min(w[1], after)
             return
         with self.tx() as cur:
-            self._update_device(cur, device_id, _REQUEST_WORK, (after, after, kinds, device_id))
+            self._ensure(cur, device_id)
+            cur.execute(_REQUEST_WORK, (device_id, kinds, after))
 
     def request_work_all(self, kinds, after_fn, online_only=True):
         ids = [d["device_id"] for d in self.list_devices() if d["online"] or not online_only]
@@ -531,25 +565,22 @@ class FleetStore:
 
     def due_work(self, now, limit=50):
         with self.tx() as cur:
-            return cur.execute("SELECT device_id, pending, pending_after FROM devices WHERE pending <> 0 "
-                               "AND online = 1 AND pending_after <= ? ORDER BY pending_after LIMIT ?",
-                               (now, limit)).all()
+            return cur.execute(_DUE_WORK, (now, limit)).all()
 
     def claim_due_work(self, now, limit):
         """Take up to ``limit`` devices' due work at once; returns their
         (device_id, pending, pending_after) rows, ordered by device id. On
-        PostgreSQL rows another provider has locked are skipped, not waited
-        for; in SQLite the transaction is the only writer anyway."""
+        PostgreSQL work rows another provider has locked are skipped, not
+        waited for (only those are locked: the devices rows are just read);
+        in SQLite the transaction is the only writer anyway."""
         if limit <= 0:
             return []
         with self.tx() as cur:
             if self.dialect == "postgresql":
                 rows = cur.execute(
-                    "WITH due AS (SELECT device_id, pending, pending_after FROM devices WHERE pending <> 0 "
-                    "AND online = 1 AND pending_after <= ? ORDER BY pending_after LIMIT ? FOR UPDATE SKIP LOCKED) "
-                    "UPDATE devices d SET pending = 0, pending_after = NULL FROM due "
-                    "WHERE d.device_id = due.device_id RETURNING due.device_id, due.pending, due.pending_after",
-                    (now, limit)).all()
+                    "WITH due AS (%s FOR UPDATE OF w SKIP LOCKED) DELETE FROM device_work w USING due "
+                    "WHERE w.device_id = due.device_id RETURNING due.device_id, due.pending, due.pending_after"
+                    % _DUE_WORK, (now, limit)).all()
             else:
                 rows = self.due_work(now, limit)
                 if rows:   # claim_work for each, as one executemany
@@ -566,8 +597,9 @@ class FleetStore:
         that have no work pending."""
         with self.tx() as cur:
             return [r["device_id"] for r in cur.execute(
-                "SELECT device_id FROM devices WHERE online = 1 AND pending = 0 AND "
-                "desired_expires_at IS NOT NULL AND desired_expires_at <= ?", (before,)).all()]
+                "SELECT d.device_id FROM devices d LEFT JOIN device_work w ON w.device_id = d.device_id "
+                "WHERE d.online = 1 AND COALESCE(w.pending, 0) = 0 AND "
+                "d.desired_expires_at IS NOT NULL AND d.desired_expires_at <= ?", (before,)).all()]
 
     # ---- agreements ---------------------------------------------------------
     def assign_agreement(self, device_id, tier, now, by=None):
@@ -629,18 +661,21 @@ class FleetStore:
 
     def finish(self, inst_id, state, now, reason="", ack=None, device_id=None):
         """Close an instruction; only an open one changes. Returns the row
-        as it was before (None when unknown or already closed)."""
+        as it was before, but for its ops (None when unknown or already
+        closed)."""
         if self.dialect == "postgresql":
             # one round trip: the row as it was comes from the locked row itself
             with self.tx() as cur:
                 return cur.execute(
                     "UPDATE instructions i SET state = ?, reason = ?, ack = ?, acked_at = ?, next_attempt_at = NULL "
                     "FROM (SELECT * FROM instructions WHERE id = ? FOR UPDATE) old WHERE i.id = old.id "
-                    "AND old.state IN (?, ?) AND (? = '' OR old.device_id = ?) RETURNING old.*",
+                    "AND old.state IN (?, ?) AND (? = '' OR old.device_id = ?) RETURNING %s"
+                    % _FINISHED_RETURNING,
                     (state, reason, _json(ack), now if ack is not None else None, inst_id, QUEUED, IN_PROGRESS,
                      device_id or "", device_id or "")).one()
         with self.tx() as cur:
-            row = cur.execute("SELECT * FROM instructions WHERE id = ?", (inst_id,)).one()
+            row = cur.execute("SELECT %s FROM instructions WHERE id = ?" % _FINISHED_SELECT,
+                              (inst_id,)).one()
             if row is None or row["state"] not in OPEN_STATES or (device_id and row["device_id"] != device_id):
                 return None
             cur.execute("UPDATE instructions SET state = ?, reason = ?, ack = ?, acked_at = ?, "
