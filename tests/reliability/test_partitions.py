@@ -32,6 +32,7 @@ from capshard.service.provider import ProviderService
 from capshard.service.reconcile import ReconcileOptions
 
 from harness import Device, Watcher
+from polling import wait_until
 from proxy import TcpProxy
 
 KEEPALIVE_S = 5  # the board schema's minimum
@@ -87,14 +88,7 @@ def rig(tmp_path):
     r.close()
 
 
-def wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(0.05)
-    return predicate()
+wait = wait_until
 
 
 def assert_once_and_acked(rig, dev):

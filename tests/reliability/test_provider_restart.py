@@ -20,6 +20,7 @@ from capshard.service.fleet import Fleet
 from capshard.service.store import WORK_SYNC, open_store
 
 from harness import Device, Watcher
+from polling import wait_until
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "service", "data")
 CONVERGE_S = 20
@@ -28,13 +29,7 @@ PROBE = {"op": "activate", "shard": "rt-probe", "ver": "1.0.0", "slot": "monitor
 
 
 def wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(0.1)
-    return predicate()
+    return wait_until(predicate, timeout, 0.1)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from capshard.service.policy import MINIMAL_BASELINE, minimal_baseline
 from capshard.service.provider import ProviderService
 from capshard.service.reconcile import ReconcileOptions
 from capshard.service.store import open_store
+from polling import wait_until
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 PROBE = {"op": "activate", "shard": "rt-probe", "ver": "1.0.0", "slot": "monitoring.probe", "cpu": 5, "mem_kb": 8,
@@ -34,13 +35,7 @@ def run_cli(capsys, *argv):
 
 
 def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
+    return wait_until(predicate, timeout, 0.1)
 
 
 def scrape(port):

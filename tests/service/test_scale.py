@@ -61,6 +61,18 @@ def test_provider_starts_on_the_first_broker_that_answers(broker):
         svc.stop()
 
 
+def decide_and_allocate(policy, rec, tier, now, caps, reported):
+    """(the policy's plan, a fresh allocation's plan) for the device, asserted equal."""
+    got = policy.decide(rec, tier, now)
+    state = DeviceState("sim", dict(caps), copy.deepcopy(reported), None)
+    previous = {"expires_at": rec.desired_expires_at} if rec.desired_expires_at else None
+    fresh = allocate(policy.catalog, policy.agreements[tier], state, Needs.from_report(rec.needs), now,
+                     previous=previous)
+    assert (got.profile, got.operations, got.expires_at, got.explanations, got.preempted) == \
+        (fresh.profile, fresh.operations, fresh.expires_at, fresh.explanations, fresh.preempted)
+    return got, fresh
+
+
 def test_choice_cache_gives_the_plans_a_fresh_allocation_gives():
     policy = AllocatorPolicy.from_files()
     rng = random.Random(7)
@@ -76,13 +88,7 @@ def test_choice_cache_gives_the_plans_a_fresh_allocation_gives():
             now = time.time() + rng.uniform(0, 4000)
             rec.desired_expires_at = rng.choice([None, now + rng.uniform(-100, 4000)])
             tier = rng.choice(policy.tiers())
-            got = policy.decide(rec, tier, now)
-            state = DeviceState("sim", dict(caps), copy.deepcopy(reported), None)
-            previous = {"expires_at": rec.desired_expires_at} if rec.desired_expires_at else None
-            fresh = allocate(policy.catalog, policy.agreements[tier], state, Needs.from_report(rec.needs), now,
-                             previous=previous)
-            assert (got.profile, got.operations, got.expires_at, got.explanations, got.preempted) == \
-                (fresh.profile, fresh.operations, fresh.expires_at, fresh.explanations, fresh.preempted)
+            got, fresh = decide_and_allocate(policy, rec, tier, now, caps, reported)
             reported = copy.deepcopy(got.profile)
     # devices alike shared entries: the cached paths (a cached choice, a cached plan) were checked
     assert policy.choices.hits > 5 and policy.plans.hits > 5
@@ -115,13 +121,7 @@ def test_plan_cache_gives_the_plans_a_fresh_allocation_gives_across_leases():
             now = base + step * 10 + rng.choice([0.0, 0.25, 0.5])
             rec.desired_expires_at = rng.choice([None, base + 3600, base + 7200, now + 5, now + 100000])
             tier = rng.choice(policy.tiers())
-            got = policy.decide(rec, tier, now)
-            state = DeviceState("sim", dict(caps), copy.deepcopy(reported), None)
-            previous = {"expires_at": rec.desired_expires_at} if rec.desired_expires_at else None
-            fresh = allocate(policy.catalog, policy.agreements[tier], state, Needs.from_report(rec.needs), now,
-                             previous=previous)
-            assert (got.profile, got.operations, got.expires_at, got.explanations, got.preempted) == \
-                (fresh.profile, fresh.operations, fresh.expires_at, fresh.explanations, fresh.preempted)
+            got, fresh = decide_and_allocate(policy, rec, tier, now, caps, reported)
             got.profile.clear()          # callers may change what they got: the cache keeps its own
             reported = copy.deepcopy(fresh.profile)
     assert policy.plans.hits > 100

@@ -15,6 +15,7 @@ from capshard.service.policy import minimal_baseline
 from capshard.service.provider import ProviderService
 from capshard.service.reconcile import ReconcileOptions
 from capshard.service.store import open_store
+from polling import wait_until
 
 DEVICE = "dev-sub"
 
@@ -42,13 +43,7 @@ class FakeDevice:
 
 
 def _wait_for(predicate, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    return None
+    return wait_until(predicate, timeout)
 
 
 @pytest.mark.parametrize("share_group", [None, "dsa"])
