@@ -31,8 +31,6 @@ Last line: ``fleet: reports_per_s=R broker_raw_per_s=W ratio=X speedup_2=S2 spee
 """
 
 import collections
-import hashlib
-import hmac
 import json
 import os
 import shutil
@@ -234,7 +232,6 @@ def drive_devices(broker, keys, label, seconds, group, pids, database=False):
 CEILING_LABEL = "ceiling"   # as long as "sqlite1": same device ids, so same topic and payload sizes
 CEILING_SECONDS = 8.0       # the rate is steady: a shorter window keeps the bench's runtime down
 CEILING_AHEAD = 120         # instructions signed ahead per device; any more are signed on the fly, and counted
-_PROTECTED = cbor2.dumps({1: 5})   # COSE header {alg: HMAC 256/256}, as capshard.wire signs
 
 
 class InstructionSniffer:
@@ -264,34 +261,6 @@ class InstructionSniffer:
                 "ttl_s": replans[-1]["ttl_s"]}
 
 
-class _Encoded:
-    """CBOR encoded once, written as it is into a larger item."""
-
-    def __init__(self, data):
-        self.data = data
-
-
-def _write_encoded(encoder, value):
-    encoder.write(value.data)
-
-
-def sign_preencoded(instruction, key, kid):
-    """wire.sign_instruction, byte for byte, for an instruction whose ops are
-    already encoded (_Encoded): re-encoding eight ops dominates its cost."""
-    body = cbor2.dumps(instruction, canonical=True, default=_write_encoded)
-    tag = hmac.new(key, cbor2.dumps(["MAC0", _PROTECTED, b"", body]), hashlib.sha256).digest()
-    return cbor2.dumps(cbor2.CBORTag(17, [_PROTECTED, {4: kid}, body, tag]))
-
-
-def check_signer(recipe):
-    """sign_preencoded must make what the real provider sends."""
-    key, kid, ops = os.urandom(32), b"dev-0000#1", recipe["cycle"][0]
-    inst = wire.make_instruction("dev-0000", 2, ops, False, time.time(), recipe["ttl_s"])
-    fast = sign_preencoded(dict(inst, ops=_Encoded(wire.encode(ops))), key, kid)
-    if fast != wire.sign_instruction(inst, key, kid):
-        raise RuntimeError("sign_preencoded differs from capshard.wire.sign_instruction")
-
-
 class EchoDevice:
     """One device's instructions: seq 1 the full sync, then the two re-plans
     in turn, signed ahead with its key."""
@@ -310,7 +279,7 @@ class EchoDevice:
         full = self.seq == 1
         ops = self.recipe["sync"] if full else self.recipe["cycle"][self.seq % 2]
         inst = wire.make_instruction(self.id, self.seq, ops, full, time.time(), self.recipe["ttl_s"])
-        return sign_preencoded(inst, self.key, self.kid)
+        return wire.sign_instruction(inst, self.key, self.kid)
 
     def next_payload(self):
         if self.ready:
@@ -324,9 +293,6 @@ def echo_provider(host, port, keys_path, prefix, count, recipe_path):
     its stdin closes, then prints the messages it handled (JSON)."""
     with open(recipe_path) as f:
         recipe = json.load(f)
-    check_signer(recipe)
-    recipe["sync"] = _Encoded(wire.encode(recipe["sync"]))
-    recipe["cycle"] = [_Encoded(wire.encode(ops)) for ops in recipe["cycle"]]
     keystore = Keystore.load(keys_path)
     devices = {}
     for i in range(count):
