@@ -15,12 +15,14 @@ from capdev import cbor, log, platform, protocol
 from capdev.cmm.manager import ShardManager
 from capdev.cmm.store import DeviceStore
 from capdev.mqtt.client import MqttClient
+from capdev.platform import const
 
-HEALTH_PERIOD_MS = 30000
-EVENT_POLL_MS = 1000
-EVENTS_PER_MESSAGE = 16  # keeps a health message well under the size cap
-TRAFFIC_PUMP_MS = 100
-TRAFFIC_TICK_MS = 1000
+# Private const()s: folded into the code on MicroPython, no RAM.
+_HEALTH_PERIOD_MS = const(30000)
+_EVENT_POLL_MS = const(1000)
+_EVENTS_PER_MESSAGE = const(16)  # keeps a health message well under the size cap
+_TRAFFIC_PUMP_MS = const(100)
+_TRAFFIC_TICK_MS = const(1000)
 # Imported on demand, unloaded by trim(): nothing resident may keep a
 # reference to them (an instance, a class or a function of theirs).
 CHECKING = ("capdev.cose", "capdev.crypto", "capdev.schema", "capdev.cbor_decode")  # verifying an instruction
@@ -280,12 +282,12 @@ class Agent:
         await self.watch(shards_task)
 
     async def watch(self, shards_task):
-        """Publish health when shards change state (and every HEALTH_PERIOD_MS);
+        """Publish health when shards change state (and every _HEALTH_PERIOD_MS);
         fall back to the baseline when the provider stays out of reach."""
         last_health = platform.ticks_ms()
         lost_since = None
         while not shards_task.done():
-            await asyncio.sleep(EVENT_POLL_MS / 1000)
+            await asyncio.sleep(_EVENT_POLL_MS / 1000)
             now = platform.ticks_ms()
             self.trim()
             self.heap_sample()
@@ -300,7 +302,7 @@ class Agent:
                     self.store.save()
             self.drill_faults()
             events = self.manager.health_events()
-            if events or platform.ticks_diff(now, last_health) >= HEALTH_PERIOD_MS:
+            if events or platform.ticks_diff(now, last_health) >= _HEALTH_PERIOD_MS:
                 last_health = now
                 await self.publish_health(events)
 
@@ -352,23 +354,23 @@ class Agent:
         """Classify the traffic, and report needs to the provider when they change."""
         clock = 0  # ms since start, never wraps
         last = platform.ticks_ms()
-        next_tick = TRAFFIC_TICK_MS
+        next_tick = _TRAFFIC_TICK_MS
         while True:
-            await asyncio.sleep(TRAFFIC_PUMP_MS / 1000)
+            await asyncio.sleep(_TRAFFIC_PUMP_MS / 1000)
             now = platform.ticks_ms()
             clock += platform.ticks_diff(now, last)
             last = now
             traffic.pump(monitor, clock)
             if clock >= next_tick:
-                next_tick = clock + TRAFFIC_TICK_MS
+                next_tick = clock + _TRAFFIC_TICK_MS
                 needs = traffic.tick(monitor, clock)
                 self.heap_sample()
                 if needs is not None:  # queued by the client while offline
                     await self.send(protocol.QOS, needs)
 
     async def publish_health(self, events):
-        for i in range(0, max(len(events), 1), EVENTS_PER_MESSAGE):
-            await self.send(protocol.HEALTH, self.health(events[i:i + EVENTS_PER_MESSAGE]))
+        for i in range(0, max(len(events), 1), _EVENTS_PER_MESSAGE):
+            await self.send(protocol.HEALTH, self.health(events[i:i + _EVENTS_PER_MESSAGE]))
         if events:
             self._record_profile()
             await self.send(protocol.STATE, self.state(), True)

@@ -36,20 +36,17 @@ class Tag:
         self.number = number
         self.value = value
 
+    # No __ne__: both runtimes derive != from __eq__. No __repr__: nothing prints a Tag.
     def __eq__(self, other):
         return isinstance(other, Tag) and other.number == self.number and other.value == self.value
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        return "Tag(%d, %r)" % (self.number, self.value)
 
 
 # ---- encoding ---------------------------------------------------------------
 
-def _head(out, major, n):
-    # Shortest form of the argument (RFC 8949 section 4.2.1, first rule).
+def append_head(out, major, n):
+    """Append the shortest head of major type ``major`` with argument ``n`` to
+    the bytearray ``out`` (RFC 8949 section 4.2.1, first rule); cose.py uses it
+    to stream an item's content."""
     mt = major << 5
     if n < 24:
         out.append(mt | n)
@@ -70,12 +67,6 @@ def _head(out, major, n):
     else:
         out.append(mt | 27)
         out.extend(n.to_bytes(8, "big"))
-
-
-def append_head(out, major, n):
-    """Append the shortest head of major type ``major`` with argument ``n`` to
-    the bytearray ``out`` (for callers that stream an item's content)."""
-    _head(out, major, n)
 
 
 def _half_bits(bits32):
@@ -174,18 +165,18 @@ def _enc(out, obj, depth, max_depth):
         if obj >= 0:
             if obj > _MAX_U64:
                 raise CBORError(RANGE, "above 2**64-1")
-            _head(out, 0, obj)
+            append_head(out, 0, obj)
         else:
             n = -1 - obj
             if n > _MAX_U64:
                 raise CBORError(RANGE, "below -2**64")
-            _head(out, 1, n)
+            append_head(out, 1, n)
     elif isinstance(obj, str):
         b = obj.encode("utf-8")
-        _head(out, 3, len(b))
+        append_head(out, 3, len(b))
         out.extend(b)
     elif isinstance(obj, _BYTES_TYPES):
-        _head(out, 2, len(obj))
+        append_head(out, 2, len(obj))
         out.extend(obj)
     elif isinstance(obj, float):
         _float(out, obj)
@@ -193,7 +184,7 @@ def _enc(out, obj, depth, max_depth):
         depth += 1
         if depth > max_depth:
             raise CBORError(DEPTH, "limit %d" % max_depth)
-        _head(out, 4, len(obj))
+        append_head(out, 4, len(obj))
         for item in obj:
             _enc(out, item, depth, max_depth)
     elif isinstance(obj, dict):
@@ -208,7 +199,7 @@ def _enc(out, obj, depth, max_depth):
         for i in range(n):
             encs[i] = _key_bytes(keys[i])
         _sort_keys(encs, keys)
-        _head(out, 5, n)
+        append_head(out, 5, n)
         for i in range(n):
             out.extend(encs[i])
             _enc(out, obj[keys[i]], depth, max_depth)
@@ -218,7 +209,7 @@ def _enc(out, obj, depth, max_depth):
             raise CBORError(DEPTH, "limit %d" % max_depth)
         if type(obj.number) is not int or not 0 <= obj.number <= _MAX_U64:
             raise CBORError(RANGE, "tag number")
-        _head(out, 6, obj.number)
+        append_head(out, 6, obj.number)
         _enc(out, obj.value, depth, max_depth)
     else:
         raise CBORError(TYPE, type(obj).__name__)

@@ -149,10 +149,3 @@ def _replace(path, mode, content):
             pass
         os.rename(tmp, path)
 
-
-def file_exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False

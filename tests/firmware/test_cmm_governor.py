@@ -55,9 +55,10 @@ def test_cpu_time_is_shared_by_weight_under_contention(fw):
     code = MANUAL_CLOCK + """
 import json
 from capdev.cmm.governor import CpuScheduler
+from capdev.cmm.ops import schedule
 s = CpuScheduler(capacity=100, tick_budget_ms=100)
 for key, w in (("a", 60), ("b", 30), ("c", 10)):
-    s.add(key, w, 0, 0)
+    schedule(s, key, w, 0, 0)
 runs = {"a": 0, "b": 0, "c": 0}
 now = 0
 for i in range(1000):
@@ -75,9 +76,10 @@ def test_overrunning_step_is_throttled_then_stopped(fw):
     code = """
 import json
 from capdev.cmm.governor import CpuScheduler
+from capdev.cmm.ops import schedule
 s = CpuScheduler(capacity=100, tick_budget_ms=20, min_slice_ms=2, max_overruns=3, throttle_factor=8)
-s.add("hog", 10, 10, 0)
-s.add("ok", 50, 10, 0)
+schedule(s, "hog", 10, 10, 0)
+schedule(s, "ok", 50, 10, 0)
 out = [s.slice_ms(10), s.slice_ms(50), s.slice_ms(100)]
 out.append(s.charge("hog", 40, 0))            # overrun 1: paused 40*8 ms
 out.append([s.due(319), s.due(320)])
@@ -98,15 +100,29 @@ print(json.dumps(out))
 
 
 def test_memory_governor_reports_what_it_can_enforce(fw):
+    # The limits in force as the report and the shard's budget show them
+    # (reports.limits, ops.budget), from a stand-in for the manager.
     code = """
 import json
-from capdev.cmm.governor import MemoryGovernor
+from capdev.cmm.governor import CpuScheduler, MemoryGovernor
+from capdev.cmm.ops import after_load, before_load, budget
+from capdev.cmm.reports import limits
 g = MemoryGovernor(16)
-free = g.free_kb()
-print(json.dumps([g.enforced, free, g.limit(32), g.floor(), g.before_load("s", 8),
-                  g.before_load("s", (free or 0) + 1), g.after_load("s", 40 * 1024, 32), g.after_load("s", 1024, 32)]))
+class Manager:
+    mem = g
+    cpu = CpuScheduler()
+class Entry:
+    op = {"cpu": 10, "mem_kb": 32, "bw_kbps": 0, "prio": "low"}
+    bucket = None
+free = g.free_b()
+free = None if free is None else free // 1024
+lim = limits(Manager, Entry)
+print(json.dumps([g.enforced, free, lim["mem_kb"], lim["heap_floor_kb"], budget(Manager, Entry)["mem_kb"],
+                  before_load(g, "s", 8), before_load(g, "s", (free or 0) + 1),
+                  after_load(g, "s", 40 * 1024, 32), after_load(g, "s", 1024, 32)]))
 """
-    enforced, free, limit, floor, fits, too_big, code_over, code_ok = fw.run_json(code, heap_kb=128)
+    enforced, free, limit, floor, given, fits, too_big, code_over, code_ok = fw.run_json(code, heap_kb=128)
+    assert given == limit  # the shard is told the limit the report shows
     if fw.runtime == "micropython":
         assert enforced is True and free > 16 and limit == 32 and floor == 16
         assert fits is None
@@ -125,17 +141,18 @@ def test_heap_lent_to_cold_code_counts_as_free(fw):
     code = """
 import json
 from capdev.cmm.governor import MemoryGovernor
+from capdev.cmm.ops import before_load
 class Heap:
     def heap_used(self):
         return 100 * 1024
     def heap_free(self):
         return 24 * 1024
 g = MemoryGovernor(16, Heap())
-refused = g.before_load("s", 12)       # 24 - 12 < 16
+refused = before_load(g, "s", 12)       # 24 - 12 < 16
 g.lent_b = 10 * 1024                     # cold code that goes after the apply
-lent = [g.free_kb(), g.before_load("s", 12), g.before_load("s", 20)]
+lent = [g.free_b() // 1024, before_load(g, "s", 12), before_load(g, "s", 20)]
 g.lent_b = 0
-print(json.dumps([refused, lent, g.free_kb()]))
+print(json.dumps([refused, lent, g.free_b() // 1024]))
 """
     refused, (free, fits, too_big), after = fw.run_json(code)
     assert refused == "heap: loading s with mem_kb 12 would leave 12 kb free, below the floor of 16 kb"

@@ -5,12 +5,13 @@ def test_backoff_then_give_up_within_the_window(fw):
     code = """
 import json
 from capdev.cmm.health import HealthPolicy, HealthRecord
+from capdev.cmm.ops import failure
 p = HealthPolicy(max_failures=3, window_ms=60000, backoff_ms=1000, backoff_max_ms=1500)
 r = HealthRecord()
-out = [list(r.failure(0, "a", p)), list(r.failure(1000, "b", p)), list(r.failure(2000, "c", p))]
+out = [list(failure(r, 0, "a", p)), list(failure(r, 1000, "b", p)), list(failure(r, 2000, "c", p))]
 # failures older than the window no longer count
 r2 = HealthRecord()
-spread = [list(r2.failure(t, "x", p)) for t in (0, 40000, 70000, 100000, 101000)]
+spread = [list(failure(r2, t, "x", p)) for t in (0, 40000, 70000, 100000, 101000)]
 print(json.dumps([out, r.errors, r.last_error, spread, r2.errors]))
 """
     out, errors, last, spread, errors2 = fw.run_json(code)
@@ -26,11 +27,12 @@ def test_latency_and_heartbeat_in_the_snapshot(fw):
     code = """
 import json
 from capdev.cmm.health import HealthRecord
+from capdev.cmm.reports import snapshot
 r = HealthRecord()
 for ms in (4, 4, 4, 12, 4):
     r.latency(ms)
 r.beat(1000)
-print(json.dumps(r.snapshot(1250)))
+print(json.dumps(snapshot(r, 1250)))
 """
     snap = fw.run_json(code)
     assert snap["steps"] == 5 and snap["beat_age_ms"] == 250

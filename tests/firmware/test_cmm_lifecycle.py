@@ -28,7 +28,7 @@ def test_every_state_event_pair_follows_the_table(fw):
     # table, fire the event, and record the new state or the refusal.
     code = f"""
 import json
-from capdev.cmm.lifecycle import Lifecycle, LifecycleError, STATES, transitions
+from capdev.cmm.lifecycle import Lifecycle, LifecycleError, STATES, TRANSITIONS
 PATHS = {{
  "absent": [], "loaded": ["load"], "starting": ["load", "start"],
  "running": ["load", "start", "started"], "stopping": ["load", "start", "started", "stop"],
@@ -52,7 +52,11 @@ for state in {STATES!r}:
             assert lc.state == state and len(seen) == n, "refused event changed state"
             assert state in str(err) and event in str(err)
             out[state + "/" + event] = None
-print(json.dumps([out, sorted(STATES), transitions()]))
+listed = []  # the firmware's table as [state, event, next state]
+for item in TRANSITIONS.split():
+    pair, nxt = item.split(">")
+    listed.append(pair.split(":") + [nxt])
+print(json.dumps([out, sorted(STATES), listed]))
 """
     table, states, listed = fw.run_json(code)
     assert sorted(STATES) == states

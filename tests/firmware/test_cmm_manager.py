@@ -341,8 +341,11 @@ m.apply([op("c")])
 async def main():
     task = asyncio.create_task(m.run(10))
     await asyncio.sleep(0.3)
-    m.stop_running()
-    await task
+    task.cancel()  # as the agent's loop never ends by itself
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 asyncio.run(main())
 print(json.dumps([m.shard("c").count]))
 """

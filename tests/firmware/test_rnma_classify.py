@@ -26,14 +26,14 @@ def labels():
 
 def test_synthetic_shapes_classify_by_kind(fw):
     code = """
-from capdev.rnma import summary, synth
+from capdev.rnma import summary, synth, synth_tools
 from capdev.rnma.monitor import Monitor
 import json
 out = {}
 for k in synth.SHAPES:
     m = Monitor()
-    synth.feed(m, synth.shape(k, 0, 12000, 5))
-    m.finish()
+    synth_tools.feed(m, synth.shape(k, 0, 12000, 5))
+    summary.finish(m)
     out[k] = [summary.dominant(m), summary.security_level(m)]
 print(json.dumps(out))
 """
@@ -48,6 +48,35 @@ print(json.dumps(out))
     }
 
 
+def test_reasons_are_numbers_with_their_texts_in_classify(fw):
+    # The classifier carries a reason as a number (classify._WHY_*) and
+    # summary.reason() turns it into its line of classify.REASONS.
+    code = """
+from capdev.rnma import summary, synth, synth_tools
+from capdev.rnma.monitor import Monitor
+import json
+out = {}
+for k in ("game", "call", "bulk"):
+    m = Monitor()
+    synth_tools.feed(m, synth.shape(k, 0, 12000, 5))
+    out[k] = [summary.reason(m.classifier.classify(m.table, s)[2]) for s in m.table.slots()]
+print(json.dumps(out))
+"""
+    out = fw.run_json(code, heap_kb=HEAP_KB)
+    assert out == {"game": ["service port"], "call": ["real-time media with audio-sized packets"],
+                   "bulk": ["http download"]}
+
+
+def test_every_reason_number_has_one_text(monkeypatch):
+    monkeypatch.syspath_prepend(paths.FIRMWARE_DIR)
+    from capdev.rnma import classify  # CPython: const() names stay visible
+
+    numbers = sorted(v for k, v in vars(classify).items() if k.startswith("_WHY_"))
+    texts = classify.REASONS.split("\n")
+    assert numbers == list(range(len(texts)))
+    assert len(set(texts)) == len(texts)
+
+
 def test_real_captures_on_both_runtimes(fw):
     files = [os.path.join(TRAFFIC, "pcap", n) for n in SAMPLE]
     code = f"""
@@ -58,7 +87,7 @@ out = []
 for path in {files!r}:
     m = Monitor(max_flows=64)
     r = pcap.replay(path, m)
-    m.finish()
+    summary.finish(m)
     out.append([summary.dominant(m), r.error, m.packets])
 print(json.dumps(out))
 """
@@ -76,7 +105,7 @@ def test_bad_input_is_counted_never_raised(fw, tmp_path):
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(data[:24] + b"\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\x7f\xff\xff\xff\x7f" + data[40:200])
     code = f"""
-from capdev.rnma import pcap, synth
+from capdev.rnma import pcap, summary, synth, synth_tools
 from capdev.rnma import packet as pk
 from capdev.rnma.monitor import Monitor
 import json
@@ -91,12 +120,12 @@ for i in range(400):  # garbage frames on every link type we know and some we do
     m.packet(10 * i, (1, 101, 113, 0, 9, 276, 77)[i % 7], frame)
 hello = synth.client_hello('www.example.org')
 for n in range(20, len(hello)):
-    m.packet(5000 + n, pk.RAW, synth.ipv4(6, b'\\x0a\\x00\\x00\\x01', 40000 + n, b'\\x0a\\x00\\x00\\x02', 443, hello[:n]))
+    m.packet(5000 + n, pk.RAW, synth_tools.ipv4(6, b'\\x0a\\x00\\x00\\x01', 40000 + n, b'\\x0a\\x00\\x00\\x02', 443, hello[:n]))
 for i in range(30):  # DNS "responses" with random bodies
-    m.packet(9000 + i, pk.RAW, synth.ipv4(17, b'\\x08\\x08\\x08\\x08', 53, b'\\x0a\\x00\\x00\\x01', 3000 + i,
+    m.packet(9000 + i, pk.RAW, synth_tools.ipv4(17, b'\\x08\\x08\\x08\\x08', 53, b'\\x0a\\x00\\x00\\x01', 3000 + i,
              b'\\x12\\x34\\x81\\x80' + bytes(r.below(256) for _ in range(20))))
-m.finish()
-print(json.dumps([r1.records, r1.error, r2.error, r3, m.problems(), m.table.evicted, len(m.table)]))
+summary.finish(m)
+print(json.dumps([r1.records, r1.error, r2.error, r3, summary.problems(m), m.table.evicted, len(m.table)]))
 """
     records, err1, err2, r3, problems, evicted, live = fw.run_json(code, heap_kb=HEAP_KB)
     assert records > 0 and err1.startswith("truncated")

@@ -100,16 +100,16 @@ print(json.dumps([s == s2 == s3 == s4, up, up2, up3, up4, st['rtt_ms'], st['pkts
 def test_64_flow_table_and_classifier_fit_in_24k_heap_on_micropython():
     code = """
 import gc, json
-from capdev.rnma import monitor, synth
+from capdev.rnma import monitor, synth, synth_tools
 from capdev.rnma import packet as pk
 gc.collect()
 base = gc.mem_alloc()
 m = monitor.Monitor(max_flows=64)
 for i in range(90):
     name = ('www.bank%d.example.com' if i % 3 else 'cdn%d.googlevideo.com') % i
-    f = synth.ipv4(6, bytes((10, 0, 0, 1)), 40000 + i, bytes((93, 184, i, 1)), 443, synth.client_hello(name))
+    f = synth_tools.ipv4(6, bytes((10, 0, 0, 1)), 40000 + i, bytes((93, 184, i, 1)), 443, synth.client_hello(name))
     m.packet(1000 * i, pk.RAW, f)
-    m.packet(1000 * i + 5, pk.RAW, synth.ipv4(17, bytes((10, 0, 0, 1)), 30000 + i, bytes((8, 8, i, 8)), 3074, bytes(60)))
+    m.packet(1000 * i + 5, pk.RAW, synth_tools.ipv4(17, bytes((10, 0, 0, 1)), 30000 + i, bytes((8, 8, i, 8)), 3074, bytes(60)))
 rep = m.tick(95000)
 gc.collect()
 print(json.dumps({"heap": gc.mem_alloc() - base, "flows": len(m.table), "evicted": m.table.evicted}))

@@ -32,7 +32,7 @@ flows = sorted([summary.flow(m, s)['class'], summary.flow(m, s)['bytes_down']] f
 missing = linux.poll_conntrack(m, 3000, {str(tmp_path / 'nope')!r})
 dev = linux.parse_net_dev({NET_DEV!r})
 v6 = [p.hexlify(linux.ip_bytes(x) or b'') for x in ('2001:db8::1', '::1', '1.2.3.4', '1:2:3', '1.2.3.400')]
-print(json.dumps([n1, n2, flows, missing, dev['eth0'], len(dev), v6, m.problems()]))
+print(json.dumps([n1, n2, flows, missing, dev['eth0'], len(dev), v6, summary.problems(m)]))
 """
     n1, n2, flows, missing, eth0, ndev, v6, problems = fw.run_json(code, heap_kb=256)
     assert n1 == n2 == 2
@@ -60,7 +60,7 @@ f = summary.flow(m, s)
 sock, why = linux.open_packet_socket()
 if sock is not None:
     sock.close()
-print(json.dumps([len(m.table), f['class'], f['pkts_up'], f['pkts_down'], f['cport'], m.problems(),
+print(json.dumps([len(m.table), f['class'], f['pkts_up'], f['pkts_down'], f['cport'], summary.problems(m),
                   sock is not None or (isinstance(why, str) and len(why) > 0)]))
 """
     n, cls, up, down, cport, problems, sock_ok = fw.run_json(code, heap_kb=256)

@@ -84,14 +84,14 @@ def run_capture(path):
     m = monitor.Monitor(max_flows=256, on_flow=flows.append, keep_names=True)
     t0 = time.perf_counter()
     pcap.replay(path, m)
-    m.finish()
+    summary.finish(m)
     return m, flows, time.perf_counter() - t0
 
 
 MP_BENCH = r"""
 import gc, json
 from capdev import platform
-from capdev.rnma import monitor, pcap
+from capdev.rnma import monitor, pcap, summary
 gc.collect()
 pk = 0
 ms = 0
@@ -99,7 +99,7 @@ for path in PATHS:
     m = monitor.Monitor(max_flows=64)
     t0 = platform.ticks_ms()
     pcap.replay(path, m)
-    m.finish()
+    summary.finish(m)
     ms += platform.ticks_diff(platform.ticks_ms(), t0)
     pk += m.packets
 print(json.dumps({"packets": pk, "ms": ms}))
@@ -107,14 +107,14 @@ print(json.dumps({"packets": pk, "ms": ms}))
 
 MP_HEAP = r"""
 import gc, json
-from capdev.rnma import monitor, synth
+from capdev.rnma import monitor, synth, synth_tools
 from capdev.rnma import packet as pk
 gc.collect()
 base = gc.mem_alloc()
 m = monitor.Monitor(max_flows=64)
 for i in range(80):
-    f = synth.ipv4(6, bytes((10, 0, 0, 1)), 40000 + i, bytes((93, 184, i, 1)), 443,
-                   synth.client_hello("host%d.example.com" % i))
+    f = synth_tools.ipv4(6, bytes((10, 0, 0, 1)), 40000 + i, bytes((93, 184, i, 1)), 443,
+                         synth.client_hello("host%d.example.com" % i))
     m.packet(1000 * i, pk.RAW, f)
 m.tick(90000)
 gc.collect()

@@ -9,8 +9,10 @@ UNENFORCED = "unenforced"
 
 # ---- memory -------------------------------------------------------------------
 class MemoryGovernor:
-    """Heap checks around shard loads. ``heap`` provides heap_used()/heap_free()
-    (the platform module; they return None where the runtime cannot tell)."""
+    """Heap measures for the checks around shard loads (ops.before_load and
+    ops.after_load, cold: only applying ops needs them). ``heap`` provides
+    heap_used()/heap_free() (the platform module; they return None where the
+    runtime cannot tell)."""
 
     def __init__(self, floor_kb, heap=platform):
         self.floor_kb = floor_kb
@@ -31,39 +33,6 @@ class MemoryGovernor:
         if not self.enforced:
             return None
         return self._heap.heap_free() + (self.lent_b if self.lent_b > 0 else 0)
-
-    def free_kb(self):
-        return None if not self.enforced else self.free_b() // 1024
-
-    def before_load(self, shard_id, mem_kb):
-        """Reason to refuse loading a shard that may grow to ``mem_kb``, or None."""
-        if not self.enforced:
-            return None
-        # In bytes: KiB rounded down first would refuse up to 1 KiB early.
-        left = self.free_b() - mem_kb * 1024
-        if left < self.floor_kb * 1024:
-            return ("heap: loading " + shard_id + " with mem_kb " + str(mem_kb) + " would leave "
-                    + str(left // 1024) + " kb free, below the floor of " + str(self.floor_kb) + " kb")
-        return None
-
-    def after_load(self, shard_id, load_bytes, mem_kb):
-        """Reason to undo a load that already broke a limit, or None."""
-        if not self.enforced or load_bytes is None:
-            return None
-        if load_bytes > mem_kb * 1024:
-            return ("heap: " + shard_id + " code takes " + str(kb_up(load_bytes))
-                    + " kb, over its mem_kb " + str(mem_kb))
-        free = self.free_b()
-        if free < self.floor_kb * 1024:
-            return ("heap: " + str(free // 1024) + " kb free after loading " + shard_id
-                    + ", below the floor of " + str(self.floor_kb) + " kb")
-        return None
-
-    def limit(self, mem_kb):
-        return mem_kb if self.enforced else UNENFORCED
-
-    def floor(self):
-        return self.floor_kb if self.enforced else UNENFORCED
 
 
 def kb_up(nbytes):
@@ -100,7 +69,8 @@ class CpuScheduler:
     contention time is shared in proportion to weight. A step longer than its
     slice (tick budget * weight / capacity) is an overrun: the shard is paused
     for a growing multiple of what it took, and after ``max_overruns`` in a
-    row it must be stopped.
+    row it must be stopped. Slots are added, re-weighted and dropped by the
+    cold ops.py (schedule, set_op, stop_instance): only the tick runs here.
     """
 
     def __init__(self, capacity=100, tick_budget_ms=20, min_slice_ms=2,
@@ -115,23 +85,6 @@ class CpuScheduler:
     def slice_ms(self, weight):
         s = self.tick_budget_ms * weight // self.capacity
         return s if s > self.min_slice_ms else self.min_slice_ms
-
-    def add(self, key, weight, period_ms, now):
-        # A newcomer starts at the lowest current pass so it neither starves
-        # nor gets a burst of catch-up time.
-        low = None
-        for slot in self.slots.values():
-            if low is None or slot.pass_ < low:
-                low = slot.pass_
-        self.slots[key] = CpuSlot(weight, period_ms, now, low or 0)
-
-    def remove(self, key):
-        self.slots.pop(key, None)
-
-    def set_weight(self, key, weight):
-        slot = self.slots.get(key)
-        if slot is not None:
-            slot.weight = weight
 
     def due(self, now):
         """Keys whose step is due, lowest pass first."""

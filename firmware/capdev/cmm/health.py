@@ -1,6 +1,8 @@
 # Shard health: heartbeats, error counts, step latency, and the failure policy
 # (restart with exponential backoff; after N failures within a window, give
 # up). Pure: times are plain millisecond counts handed in by the caller.
+# Only what runs every tick lives here: applying the policy to a failure is in
+# ops.py (failure, backoff), the per-shard report in reports.py (snapshot).
 
 MAX_EVENTS = 64
 
@@ -14,19 +16,11 @@ class HealthPolicy:
         self.backoff_max_ms = backoff_max_ms
         self.heartbeat_ms = heartbeat_ms
 
-    def backoff(self, failures):
-        """Delay before the restart that follows the ``failures``-th failure."""
-        delay = self.backoff_ms << (failures - 1)
-        return delay if delay < self.backoff_max_ms else self.backoff_max_ms
-
-
-RESTART = "restart"
-GIVE_UP = "give_up"
-
 
 class HealthRecord:
     """Counters for one shard. Latencies are in ms; the average is an EWMA
-    kept as an integer scaled by 8 (no floats on the hot path)."""
+    kept as an integer scaled by 8 (no floats on the hot path; reports.lat_avg
+    reads it back)."""
 
     def __init__(self):
         self.errors = 0
@@ -37,7 +31,7 @@ class HealthRecord:
         self.steps = 0
         self.lat_last = 0
         self.lat_max = 0
-        self._lat_avg8 = 0
+        self.lat_avg8 = 0
 
     def beat(self, now):
         self.beat_ms = now
@@ -48,41 +42,9 @@ class HealthRecord:
         if ms > self.lat_max:
             self.lat_max = ms
         if self.steps == 1:
-            self._lat_avg8 = ms * 8
+            self.lat_avg8 = ms * 8
         else:
-            self._lat_avg8 += ms - (self._lat_avg8 >> 3)
-
-    def lat_avg(self):
-        return (self._lat_avg8 + 4) >> 3
-
-    def failure(self, now, reason, policy):
-        """Record a failure; return (RESTART, delay_ms) or (GIVE_UP, count)."""
-        self.errors += 1
-        self.last_error = reason
-        keep = []
-        for t in self.failures:
-            if now - t < policy.window_ms:
-                keep.append(t)
-        keep.append(now)
-        self.failures = keep
-        n = len(keep)
-        if n >= policy.max_failures:
-            return GIVE_UP, n
-        return RESTART, policy.backoff(n)
-
-    def reset(self):
-        """Told otherwise by the provider: forget past failures."""
-        self.failures = []
-
-    def snapshot(self, now):
-        return {
-            "errors": self.errors,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "beat_age_ms": None if self.beat_ms is None else now - self.beat_ms,
-            "steps": self.steps,
-            "lat_ms": {"last": self.lat_last, "avg": self.lat_avg(), "max": self.lat_max},
-        }
+            self.lat_avg8 += ms - (self.lat_avg8 >> 3)
 
 
 class EventLog:

@@ -50,16 +50,6 @@ def next_state(state, event):
     return None
 
 
-def transitions():
-    """[(state, event, next state)] of the table, for tests and tools."""
-    out = []
-    for item in TRANSITIONS.split():
-        pair, new = item.split(">")
-        state, event = pair.split(":")
-        out.append((state, event, new))
-    return out
-
-
 class LifecycleError(ValueError):
     """An event that the current state does not allow."""
 
@@ -72,9 +62,6 @@ class Lifecycle:
         self.shard_id = shard_id
         self.state = ABSENT
         self._sink = sink
-
-    def can(self, event):
-        return next_state(self.state, event) is not None
 
     def fire(self, event, reason=""):
         new = next_state(self.state, event)

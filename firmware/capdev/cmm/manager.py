@@ -14,22 +14,11 @@ from capdev.cmm.lifecycle import ERRORED, RUNNING, Lifecycle
 
 
 def _ops():
-    # The cold half; the agent unloads it between uses (see ops.py).
+    # The cold half; the agent unloads it between uses (see ops.py). Leases
+    # and reports, used in one or two places, are imported where used.
     from capdev.cmm import ops
 
     return ops
-
-
-def _leases():
-    from capdev.cmm import leases
-
-    return leases
-
-
-def _reports():
-    from capdev.cmm import reports
-
-    return reports
 
 
 class _Entry:
@@ -74,10 +63,10 @@ class ShardManager:
         self._lease_s = None
         self._last_ticks = clock.ticks_ms()
         self._mono = 0
-        self._running = False
         self._ops_b = 0  # heap the cold apply code takes (see _cold_ops); 0 until measured
-        _ops()  # loaded up front so a caller measuring the heap sees them from the start
-        _reports()
+        # Loaded up front so a caller measuring the heap sees them from the start.
+        _ops()
+        from capdev.cmm import reports  # noqa: F401
 
     # ---- time ---------------------------------------------------------------
     def _now(self):
@@ -136,11 +125,15 @@ class ShardManager:
         fell back now."""
         if self._lease_s is None or seconds <= self._lease_s:
             return False
-        return _leases().provider_lost_for(self, seconds)
+        from capdev.cmm import leases
+
+        return leases.provider_lost_for(self, seconds)
 
     def report(self):
         """{shard id: state, limits in force, heap, errors, ...} for the provider."""
-        return _reports().report(self)
+        from capdev.cmm import reports
+
+        return reports.report(self)
 
     # ---- running ----------------------------------------------------------------
     def tick(self):
@@ -148,7 +141,9 @@ class ShardManager:
         now = self._now()
         for entry in self.entries.values():
             if entry.expires is not None and now >= entry.expires:
-                _leases().expire(self, now)
+                from capdev.cmm import leases
+
+                leases.expire(self, now)
                 break
         for entry in list(self.entries.values()):
             if entry.restart_at is not None and now >= entry.restart_at and entry.life.state == ERRORED:
@@ -158,15 +153,12 @@ class ShardManager:
         self._steps()
 
     async def run(self, period_ms=50):
+        """Tick forever (the agent's shard task); cancel the task to stop it."""
         import asyncio
 
-        self._running = True
-        while self._running:
+        while True:
             self.tick()
             await asyncio.sleep(period_ms / 1000)
-
-    def stop_running(self):
-        self._running = False
 
     def _heartbeats(self, now):
         for entry in list(self.entries.values()):

@@ -4,14 +4,17 @@
 # resident and calls in here for the rest; the agent unloads these modules
 # between uses, so on a small heap their code is only in RAM while an
 # instruction, a failure, a lease or a report needs it.
-# Every function takes the ShardManager as ``m``.
+# Every function takes the ShardManager as ``m``, but for the parts of the
+# governor and health records that only run here (heap admission, adding a
+# CPU slot, the failure policy): those take the object they work on.
 from capdev import protocol
 from capdev.cmm import governor, loader
-from capdev.cmm.health import GIVE_UP
 from capdev.cmm.lifecycle import ABSENT, BROKEN, ERRORED, RUNNING
 from capdev.cmm.manager import _describe, _Entry
 
 _LIMIT_KEYS = ("cpu", "mem_kb", "bw_kbps")
+RESTART = "restart"
+GIVE_UP = "give_up"
 
 
 def _ack(op, code, reason=""):
@@ -221,7 +224,7 @@ def over_budget(m, op, excluding):
 def activate(m, op, now, alt_of=None):
     """Load and start ``op``'s shard; return (code, reason)."""
     shard = op["shard"]
-    reason = m.mem.before_load(shard, op["mem_kb"])
+    reason = before_load(m.mem, shard, op["mem_kb"])
     if reason is not None:
         return protocol.REJECTED, reason
     name = op["module"]
@@ -229,7 +232,7 @@ def activate(m, op, now, alt_of=None):
         module, load_b = loader.load_within(name, op["mem_kb"] * 1024)
     except loader.LoadError as e:
         return protocol.REJECTED, e.reason
-    reason = m.mem.after_load(shard, load_b, op["mem_kb"])
+    reason = after_load(m.mem, shard, load_b, op["mem_kb"])
     if reason is not None:
         module = None
         unload_code(m, name)
@@ -247,6 +250,33 @@ def activate(m, op, now, alt_of=None):
     return protocol.FAILED, entry.health.last_error
 
 
+def before_load(mem, shard_id, mem_kb):
+    """Reason to refuse loading a shard that may grow to ``mem_kb``, or None.
+    ``mem``: the manager's MemoryGovernor."""
+    if not mem.enforced:
+        return None
+    # In bytes: KiB rounded down first would refuse up to 1 KiB early.
+    left = mem.free_b() - mem_kb * 1024
+    if left < mem.floor_kb * 1024:
+        return ("heap: loading " + shard_id + " with mem_kb " + str(mem_kb) + " would leave "
+                + str(left // 1024) + " kb free, below the floor of " + str(mem.floor_kb) + " kb")
+    return None
+
+
+def after_load(mem, shard_id, load_bytes, mem_kb):
+    """Reason to undo a load that already broke a limit, or None."""
+    if not mem.enforced or load_bytes is None:
+        return None
+    if load_bytes > mem_kb * 1024:
+        return ("heap: " + shard_id + " code takes " + str(governor.kb_up(load_bytes))
+                + " kb, over its mem_kb " + str(mem_kb))
+    free = mem.free_b()
+    if free < mem.floor_kb * 1024:
+        return ("heap: " + str(free // 1024) + " kb free after loading " + shard_id
+                + ", below the floor of " + str(mem.floor_kb) + " kb")
+    return None
+
+
 def set_op(m, entry, op, now):
     new = op
     if entry.op is not op:  # merge: an adjust may carry only some fields
@@ -257,7 +287,9 @@ def set_op(m, entry, op, now):
     entry.expires = now + new["dur_s"] * 1000 if new.get("dur_s") else None
     if entry.bucket is not None:
         entry.bucket.set_rate(new["bw_kbps"])
-    m.cpu.set_weight(entry.id, new["cpu"])
+    slot = m.cpu.slots.get(entry.id)
+    if slot is not None:
+        slot.weight = new["cpu"]
 
 
 def budget(m, entry):
@@ -265,7 +297,7 @@ def budget(m, entry):
     return {
         "cpu": op["cpu"],
         "slice_ms": m.cpu.slice_ms(op["cpu"]),
-        "mem_kb": m.mem.limit(op["mem_kb"]),
+        "mem_kb": op["mem_kb"] if m.mem.enforced else governor.UNENFORCED,
         "bw_kbps": op["bw_kbps"],
         "prio": op["prio"],
         "slot": op.get("slot"),
@@ -297,15 +329,26 @@ def start(m, entry, now):
     entry.health.beat(now)
     entry.checked_ms = now
     if hasattr(entry.inst, "step"):
-        m.cpu.add(entry.id, entry.op["cpu"], entry.inst.period_ms, now)
+        schedule(m.cpu, entry.id, entry.op["cpu"], entry.inst.period_ms, now)
     return True
+
+
+def schedule(cpu, key, weight, period_ms, now):
+    """Give ``key`` a slot in the CpuScheduler ``cpu``."""
+    # A newcomer starts at the lowest current pass so it neither starves
+    # nor gets a burst of catch-up time.
+    low = None
+    for slot in cpu.slots.values():
+        if low is None or slot.pass_ < low:
+            low = slot.pass_
+    cpu.slots[key] = governor.CpuSlot(weight, period_ms, now, low or 0)
 
 
 def stop_instance(m, entry):
     """Call the instance's stop(); return a reason if it raised."""
     inst = entry.inst
     entry.inst = None
-    m.cpu.remove(entry.id)
+    m.cpu.slots.pop(entry.id, None)
     if inst is None:
         return None
     try:
@@ -320,13 +363,36 @@ def fail(m, entry, now, reason):
     stop_instance(m, entry)
     entry.data_b = 0
     entry.life.fire("fail", reason)
-    verdict, value = entry.health.failure(now, reason, m.policy)
+    verdict, value = failure(entry.health, now, reason, m.policy)
     if verdict != GIVE_UP:
         entry.restart_at = now + value
         m.events.emit(entry.id, "restart_in", now, str(value) + " ms after: " + reason)
         return
     give_up(m, entry, now, str(value) + " failures within "
                   + str(m.policy.window_ms // 1000) + " s; last: " + reason)
+
+
+def failure(record, now, reason, policy):
+    """Record a failure in the HealthRecord ``record``; return (RESTART,
+    delay_ms) or (GIVE_UP, count) under the HealthPolicy ``policy``."""
+    record.errors += 1
+    record.last_error = reason
+    keep = []
+    for t in record.failures:
+        if now - t < policy.window_ms:
+            keep.append(t)
+    keep.append(now)
+    record.failures = keep
+    n = len(keep)
+    if n >= policy.max_failures:
+        return GIVE_UP, n
+    return RESTART, backoff(policy, n)
+
+
+def backoff(policy, failures):
+    """Delay before the restart that follows the ``failures``-th failure."""
+    delay = policy.backoff_ms << (failures - 1)
+    return delay if delay < policy.backoff_max_ms else policy.backoff_max_ms
 
 
 def give_up(m, entry, now, reason):

@@ -12,7 +12,7 @@ def report(m):
         entry = m.entries[shard]
         op = entry.op
         live = entry.life.is_live()
-        info = entry.health.snapshot(now)
+        info = snapshot(entry.health, now)
         info["state"] = entry.life.state
         info["slot"] = op.get("slot")
         info["ver"] = op.get("ver")
@@ -36,15 +36,33 @@ def report(m):
     return out
 
 
+def snapshot(record, now):
+    """The HealthRecord ``record`` as the report shows it."""
+    return {
+        "errors": record.errors,
+        "restarts": record.restarts,
+        "last_error": record.last_error,
+        "beat_age_ms": None if record.beat_ms is None else now - record.beat_ms,
+        "steps": record.steps,
+        "lat_ms": {"last": record.lat_last, "avg": lat_avg(record), "max": record.lat_max},
+    }
+
+
+def lat_avg(record):
+    # The EWMA is kept scaled by 8 (see HealthRecord.latency); rounded here.
+    return (record.lat_avg8 + 4) >> 3
+
+
 def limits(m, entry):
     # What is really enforced here: the weight and slice the scheduler
-    # uses, the heap limit only where the heap can be measured.
+    # uses, the heap limit and floor only where the heap can be measured.
     op = entry.op
+    enforced = m.mem.enforced
     return {
         "cpu": op["cpu"],
         "slice_ms": m.cpu.slice_ms(op["cpu"]),
-        "mem_kb": m.mem.limit(op["mem_kb"]),
+        "mem_kb": op["mem_kb"] if enforced else governor.UNENFORCED,
         "mem_reserved_kb": op["mem_kb"],
-        "heap_floor_kb": m.mem.floor(),
+        "heap_floor_kb": m.mem.floor_kb if enforced else governor.UNENFORCED,
         "bw_kbps": entry.bucket.rate_kbps if entry.bucket is not None else 0,
     }

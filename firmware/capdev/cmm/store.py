@@ -2,8 +2,6 @@
 # sequence number and issue time, recent instruction ids with their acks (so a
 # redelivered instruction gets the same ack and is never applied twice), and the
 # active profile. Written atomically: a kill -9 mid-write leaves old or new.
-import json
-
 from capdev import cbor, platform
 
 RECENT_IDS = 8
@@ -27,6 +25,8 @@ class DeviceStore:
         self.ticks_ref = 0
 
     def load(self):
+        import json  # read once, at boot: no module global for it
+
         raw = platform.read_file(self.path)
         if raw is None:
             return self

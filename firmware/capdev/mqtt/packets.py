@@ -6,20 +6,22 @@
 # CONNECT/SUBSCRIBE/UNSUBSCRIBE are in session.py, reached through this module.
 from capdev.platform import const
 
-CONNECT = const(1)
+# Packet types (spec 2.2.1). Those no other module reads are private: on
+# MicroPython a const() whose name starts with "_" takes no RAM.
+_CONNECT = const(1)
 CONNACK = const(2)
 PUBLISH = const(3)
 PUBACK = const(4)
-SUBSCRIBE = const(8)
+_SUBSCRIBE = const(8)
 SUBACK = const(9)
-UNSUBSCRIBE = const(10)
+_UNSUBSCRIBE = const(10)
 UNSUBACK = const(11)
-PINGREQ_TYPE = const(12)
+_PINGREQ_TYPE = const(12)
 PINGRESP = const(13)
-DISCONNECT_TYPE = const(14)
+_DISCONNECT_TYPE = const(14)
 
 DEFAULT_MAX_PACKET = const(16384)
-MAX_REMAINING = const(268435455)  # largest value four length bytes can carry
+_MAX_REMAINING = const(268435455)  # largest value four length bytes can carry
 
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
@@ -49,13 +51,10 @@ class Packet:
         self.session_present = False
         self.granted = None  # SUBACK return codes
 
-    def __repr__(self):
-        return "Packet(type=%d, pid=%d, topic=%s)" % (self.type, self.pid, self.topic)
-
 
 # ---- remaining length (spec 2.2.3) ------------------------------------------
 def encode_length(n):
-    if n < 0 or n > MAX_REMAINING:
+    if n < 0 or n > _MAX_REMAINING:
         raise MqttProtocolError("remaining length %d out of range" % n)
     out = bytearray()
     while True:

@@ -40,7 +40,67 @@ _LOW_PRIORITY = const(10)
 _NETWORK_CONTROL = const(11)
 _TUNNEL = const(12)
 
-LEVELS = ("none", "integrity", "confidentiality")
+# Why a flow got its class: a number while the device runs (_WHY_*), and
+# line n of REASONS for number n, read only by summary.flow on hosts. One
+# string instead of 28 keeps their str objects (~40 B each) off a board.
+_WHY_DEFAULT = const(0)         # default
+_WHY_DATA_CHANNEL = const(1)    # expected data channel
+_WHY_P2P = const(2)             # p2p protocol
+_WHY_VPN = const(3)             # vpn protocol
+_WHY_GAME = const(4)            # game protocol
+_WHY_VOICE_CHAT = const(5)      # voice chat protocol
+_WHY_RTMP = const(6)            # rtmp
+_WHY_HTTP_MEDIA = const(7)      # http media
+_WHY_HTTP_DOWNLOAD = const(8)   # http download
+_WHY_DNS = const(9)             # dns
+_WHY_SIP = const(10)            # sip
+_WHY_SSH = const(11)            # ssh
+_WHY_UTP = const(12)            # utp
+_WHY_MEDIA_NAME = const(13)     # media to a known service
+_WHY_MEDIA_PORT = const(14)     # media on a known service port
+_WHY_RTP_AUDIO = const(15)      # rtp with an audio codec
+_WHY_MEDIA_VIDEO = const(16)    # real-time media with video-sized packets
+_WHY_MEDIA_AUDIO = const(17)    # real-time media with audio-sized packets
+_WHY_NAME = const(18)           # service name
+_WHY_PORT = const(19)           # service port
+_WHY_DSCP = const(20)           # dscp mark
+_WHY_RATE = const(21)           # sustained high packet rate
+_WHY_ONE_WAY = const(22)        # one-way stream of large datagrams
+_WHY_QUIC_DOWNLOAD = const(23)  # long QUIC download
+_WHY_P2P_PEER = const(24)       # unknown peer while a p2p client runs
+_WHY_CALL = const(25)           # long symmetric small-packet datagram flow
+_WHY_SMALL = const(26)          # small datagrams
+_WHY_TWO_WAY = const(27)        # two-way datagrams
+REASONS = (
+    "default\n"
+    "expected data channel\n"
+    "p2p protocol\n"
+    "vpn protocol\n"
+    "game protocol\n"
+    "voice chat protocol\n"
+    "rtmp\n"
+    "http media\n"
+    "http download\n"
+    "dns\n"
+    "sip\n"
+    "ssh\n"
+    "utp\n"
+    "media to a known service\n"
+    "media on a known service port\n"
+    "rtp with an audio codec\n"
+    "real-time media with video-sized packets\n"
+    "real-time media with audio-sized packets\n"
+    "service name\n"
+    "service port\n"
+    "dscp mark\n"
+    "sustained high packet rate\n"
+    "one-way stream of large datagrams\n"
+    "long QUIC download\n"
+    "unknown peer while a p2p client runs\n"
+    "long symmetric small-packet datagram flow\n"
+    "small datagrams\n"
+    "two-way datagrams"
+)
 
 # RFC 4594 DSCP -> class (marks can be stale, so they are weak evidence).
 _DSCP = {46: _TELEPHONY, 40: _SIGNALING, 34: _CONFERENCING, 36: _CONFERENCING, 38: _CONFERENCING,
@@ -49,16 +109,16 @@ _DSCP = {46: _TELEPHONY, 40: _SIGNALING, 34: _CONFERENCING, 36: _CONFERENCING, 3
          14: BULK, 8: _LOW_PRIORITY, 48: _NETWORK_CONTROL, 56: _NETWORK_CONTROL}
 
 _STRONG_SIGS = (
-    (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA, _LOW_PRIORITY, 95, "p2p protocol"),
-    (dpi.SIG_WIREGUARD | dpi.SIG_TAILSCALE | dpi.SIG_OPENVPN, _TUNNEL, 90, "vpn protocol"),
-    (dpi.SIG_RAKNET, _INTERACTIVE, 90, "game protocol"),
-    (dpi.SIG_TEAMSPEAK | dpi.SIG_DISCORD, _TELEPHONY, 85, "voice chat protocol"),
-    (dpi.SIG_RTMP, _STREAMING, 90, "rtmp"),
-    (dpi.SIG_HTTP_MEDIA, _STREAMING, 85, "http media"),
-    (dpi.SIG_HTTP_DOWNLOAD, BULK, 85, "http download"),
-    (dpi.SIG_DNS, _NETWORK_CONTROL, 95, "dns"),
-    (dpi.SIG_SIP, _SIGNALING, 85, "sip"),
-    (dpi.SIG_SSH, _OAM, 75, "ssh"),
+    (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA, _LOW_PRIORITY, 95, _WHY_P2P),
+    (dpi.SIG_WIREGUARD | dpi.SIG_TAILSCALE | dpi.SIG_OPENVPN, _TUNNEL, 90, _WHY_VPN),
+    (dpi.SIG_RAKNET, _INTERACTIVE, 90, _WHY_GAME),
+    (dpi.SIG_TEAMSPEAK | dpi.SIG_DISCORD, _TELEPHONY, 85, _WHY_VOICE_CHAT),
+    (dpi.SIG_RTMP, _STREAMING, 90, _WHY_RTMP),
+    (dpi.SIG_HTTP_MEDIA, _STREAMING, 85, _WHY_HTTP_MEDIA),
+    (dpi.SIG_HTTP_DOWNLOAD, BULK, 85, _WHY_HTTP_DOWNLOAD),
+    (dpi.SIG_DNS, _NETWORK_CONTROL, 95, _WHY_DNS),
+    (dpi.SIG_SIP, _SIGNALING, 85, _WHY_SIP),
+    (dpi.SIG_SSH, _OAM, 75, _WHY_SSH),
 )
 _WEB = dpi.SIG_TLS | dpi.SIG_HTTP | dpi.SIG_QUIC
 
@@ -112,7 +172,8 @@ class Classifier:
         return 0
 
     def classify(self, t, slot, p2p=False):
-        """(class index, confidence, reason) for one flow of FlowTable `t`."""
+        """(class index, confidence, reason: a _WHY_ number) for one flow of
+        FlowTable `t`."""
         a = t.a
         b = slot * _NFIELDS
         st = a[b + _F_STATE]
@@ -129,18 +190,18 @@ class Classifier:
             cport, sport = lport, hport
         else:
             cport, sport = hport, lport
-        best_c, best_conf, why = _STANDARD, 30, "default"
+        best_c, best_conf, why = _STANDARD, 30, _WHY_DEFAULT
 
         hint = a[b + _F_HINT]
         if hint:
-            best_c, best_conf, why = (hint & 255) - 1, hint >> 8, "expected data channel"
+            best_c, best_conf, why = (hint & 255) - 1, hint >> 8, _WHY_DATA_CHANNEL
 
         for mask, c, conf, reason in _STRONG_SIGS:
             if sigs & mask and conf > best_conf:
                 best_c, best_conf, why = c, conf, reason
         weak = a[b + _F_WEAK]
         if sigs & dpi.SIG_UTP and weak >= 3 and 60 > best_conf:
-            best_c, best_conf, why = _LOW_PRIORITY, 60, "utp"
+            best_c, best_conf, why = _LOW_PRIORITY, 60, _WHY_UTP
 
         nc = a[b + _F_NAME] & 255
         name_c = nc - 1 if nc else None
@@ -155,49 +216,49 @@ class Classifier:
             # Real-time media. Which kind: a name or port that says so, else
             # the packet sizes (audio frames are small, video frames large).
             if name_c in (_TELEPHONY, _CONFERENCING):
-                c, conf, reason = name_c, 90, "media to a known service"
+                c, conf, reason = name_c, 90, _WHY_MEDIA_NAME
             elif port_c in (_TELEPHONY, _CONFERENCING):
-                c, conf, reason = port_c, 88, "media on a known service port"
+                c, conf, reason = port_c, 88, _WHY_MEDIA_PORT
             elif sigs & dpi.SIG_RTP_AUDIO and not sigs & dpi.SIG_RTP_VIDEO:
-                c, conf, reason = _TELEPHONY, 85, "rtp with an audio codec"
+                c, conf, reason = _TELEPHONY, 85, _WHY_RTP_AUDIO
             elif (sigs & dpi.SIG_RTP_VIDEO or mean >= self.video_mean
                   or a[b + _F_LARGE] * 10 >= pk):
-                c, conf, reason = _CONFERENCING, 80, "real-time media with video-sized packets"
+                c, conf, reason = _CONFERENCING, 80, _WHY_MEDIA_VIDEO
             else:
-                c, conf, reason = _TELEPHONY, 80, "real-time media with audio-sized packets"
+                c, conf, reason = _TELEPHONY, 80, _WHY_MEDIA_AUDIO
             if conf > best_conf:
                 best_c, best_conf, why = c, conf, reason
 
         if name_c is not None and 85 > best_conf:
-            best_c, best_conf, why = name_c, 85, "service name"
+            best_c, best_conf, why = name_c, 85, _WHY_NAME
         if port is not None and port[1] > best_conf:
-            best_c, best_conf, why = port_c, port[1], "service port"
+            best_c, best_conf, why = port_c, port[1], _WHY_PORT
 
         dscp = a[b + _F_DSCP]
         if dscp in _DSCP and 40 > best_conf:
-            best_c, best_conf, why = _DSCP[dscp], 40, "dscp mark"
+            best_c, best_conf, why = _DSCP[dscp], 40, _WHY_DSCP
 
         # Behaviour. qosify: sustained >bulk_pps is bulk.
         if a[b + _F_RUNS] >= self.bulk_s and 60 > best_conf and best_c not in (_STREAMING, _CONFERENCING, _TUNNEL):
-            best_c, best_conf, why = BULK, 60, "sustained high packet rate"
+            best_c, best_conf, why = BULK, 60, _WHY_RATE
         if best_conf >= 45:
             return best_c, best_conf, why
         lo = pup if pup < pdn else pdn
         hi = pk - lo
         if proto == 17:
             if pk >= 10 and lo * 10 <= hi and mean >= 400:
-                return _STREAMING, 55, "one-way stream of large datagrams"
+                return _STREAMING, 55, _WHY_ONE_WAY
             if sigs & dpi.SIG_QUIC:
                 if a[b + _F_BDN] >= 100000 and pdn >= 5 * pup and a[b + _F_LARGE] * 2 >= pk:
-                    return _STREAMING, 45, "long QUIC download"
+                    return _STREAMING, 45, _WHY_QUIC_DOWNLOAD
                 return best_c, best_conf, why
         if p2p and cport >= 1024 and sport >= 1024 and not sigs & _WEB:
-            return _LOW_PRIORITY, 55, "unknown peer while a p2p client runs"
+            return _LOW_PRIORITY, 55, _WHY_P2P_PEER
         if proto == 17 and mean < self.small_mean and not sigs & _WEB:
             if (dur >= self.call_min_ms and lo >= 5 and lo * 2 >= hi
                     and pk * 1000 >= 8 * dur):
-                return _TELEPHONY, 45, "long symmetric small-packet datagram flow"
-            return _INTERACTIVE, 42, "small datagrams"
+                return _TELEPHONY, 45, _WHY_CALL
+            return _INTERACTIVE, 42, _WHY_SMALL
         if proto == 17 and lo and not sigs & _WEB and 35 > best_conf:
-            return _INTERACTIVE, 35, "two-way datagrams"
+            return _INTERACTIVE, 35, _WHY_TWO_WAY
         return best_c, best_conf, why

@@ -246,36 +246,14 @@ class FlowTable:
         if dscp:
             a[b + _F_DSCP] = dscp
         # 1-second windows: peak rate, and how long the flow stays above
-        # the bulk packet rate (qosify's bulk trigger).
+        # the bulk packet rate (qosify's bulk trigger). linux.account_bulk
+        # counts conntrack totals the same way.
         if now - a[b + _F_WSTART] >= 1000:
             self._close_window(b, now)
         a[b + _F_WPKTS] += 1
         a[b + _F_WBYTES] = min(a[b + _F_WBYTES] + length, _SAT)
 
     bulk_pps = 100
-
-    def account_bulk(self, slot, up, pkts, nbytes, now):
-        """Count packets known only as totals (conntrack, socket accounting)."""
-        if pkts <= 0:
-            return
-        a = self.a
-        b = slot * _NFIELDS
-        f = _F_PUP if up else _F_PDN
-        a[b + f] += pkts
-        v = a[b + f + 2] + nbytes
-        a[b + f + 2] = v if v < _SAT else _SAT
-        mean = nbytes // pkts
-        if mean <= _SMALL_LEN:
-            a[b + _F_SMALL] += pkts
-        elif mean >= _LARGE_LEN:
-            a[b + _F_LARGE] += pkts
-        if mean > a[b + _F_MAXLEN]:
-            a[b + _F_MAXLEN] = mean
-        if now - a[b + _F_WSTART] >= 1000:
-            self._close_window(b, now)
-        a[b + _F_WPKTS] += pkts
-        a[b + _F_WBYTES] = min(a[b + _F_WBYTES] + nbytes, _SAT)
-        a[b + _F_LAST] = now
 
     def _close_window(self, b, now):
         a = self.a

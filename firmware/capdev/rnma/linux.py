@@ -1,12 +1,34 @@
 # Linux live sources: /proc/net/nf_conntrack (per-flow packets and bytes with
 # nf_conntrack_acct=1), /proc/net/dev (per interface) and AF_PACKET capture
 # where the process may open one. Parsers are pure; poll_* do the file I/O.
+# Flows known only by counters are accounted here too (observe_counters,
+# account_bulk): only conntrack needs that, so a device playing packets to
+# its monitor does not hold the code.
 from capdev.platform import const
 
 CONNTRACK = "/proc/net/nf_conntrack"
 NET_DEV = "/proc/net/dev"
 _AF_PACKET = const(17)
 _ETH_P_ALL = const(0x0300)  # htons(0x0003)
+
+# The flow table's slot layout and limits (flows.py) and the monitor's clock
+# rebase point (monitor.py), as private constants. Keep in step with them.
+_F_LAST = const(1)
+_F_PUP = const(2)
+_F_PDN = const(3)
+_F_SMALL = const(9)
+_F_LARGE = const(10)
+_F_MAXLEN = const(11)
+_F_STATE = const(15)
+_F_WSTART = const(19)
+_F_WPKTS = const(20)
+_F_WBYTES = const(24)
+_NFIELDS = const(32)
+_ST_NEW = const(16)
+_SMALL_LEN = const(200)
+_LARGE_LEN = const(1000)
+_SAT = const(0x7FFFFFFF)
+_REBASE_MS = 1 << 30  # not a const(): no small int on a 32-bit board
 
 
 def ip_bytes(text):
@@ -99,11 +121,58 @@ def poll_conntrack(monitor, now=None, path=CONNTRACK):
             if r is None:
                 monitor.note("source", "conntrack line without counters")
                 continue
-            monitor.observe_counters(now, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+            observe_counters(monitor, now, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
             n += 1
     finally:
         f.close()
     return n
+
+
+def observe_counters(monitor, now, proto, src, sport, dst, dport, pkts_up, bytes_up,
+                     pkts_down, bytes_down):
+    """Cumulative per-flow counters (conntrack): the increase is accounted.
+    Works on the monitor's own state, as Monitor.observe() does for a packet."""
+    if now >= _REBASE_MS:
+        now = monitor._rebase(now)
+    if now > monitor.now:
+        monitor.now = now
+    t = monitor.table
+    slot, up = t.lookup(proto, src, sport, dst, dport, now)
+    a = t.a
+    b = slot * _NFIELDS
+    if a[b + _F_STATE] & _ST_NEW:
+        # The conntrack "original" direction is the initiator: src is the client.
+        a[b + _F_STATE] &= ~_ST_NEW
+        monitor._name_new(slot, dst, dport)
+        up = True
+    fu, fd = (_F_PUP, _F_PDN) if up else (_F_PDN, _F_PUP)
+    account_bulk(t, slot, True if up else False, pkts_up - a[b + fu], bytes_up - a[b + fu + 2], now)
+    account_bulk(t, slot, False if up else True, pkts_down - a[b + fd], bytes_down - a[b + fd + 2], now)
+
+
+def account_bulk(t, slot, up, pkts, nbytes, now):
+    """Count packets known only as totals in flow table ``t``, as
+    FlowTable.account() counts one packet."""
+    if pkts <= 0:
+        return
+    a = t.a
+    b = slot * _NFIELDS
+    f = _F_PUP if up else _F_PDN
+    a[b + f] += pkts
+    v = a[b + f + 2] + nbytes
+    a[b + f + 2] = v if v < _SAT else _SAT
+    mean = nbytes // pkts
+    if mean <= _SMALL_LEN:
+        a[b + _F_SMALL] += pkts
+    elif mean >= _LARGE_LEN:
+        a[b + _F_LARGE] += pkts
+    if mean > a[b + _F_MAXLEN]:
+        a[b + _F_MAXLEN] = mean
+    if now - a[b + _F_WSTART] >= 1000:
+        t._close_window(b, now)
+    a[b + _F_WPKTS] += pkts
+    a[b + _F_WBYTES] = min(a[b + _F_WBYTES] + nbytes, _SAT)
+    a[b + _F_LAST] = now
 
 
 def parse_net_dev(text):

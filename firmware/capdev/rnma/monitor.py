@@ -1,7 +1,9 @@
 # The monitoring agent's core: observations in (raw frames, parsed packets or
 # per-flow counters), flow table and classifier in the middle, per-class
 # demand and QoS reports out. No I/O here: sources live in pcap.py, linux.py,
-# accounting.py and synth.py and all call packet()/observe()/observe_counters().
+# accounting.py and live.py and all call packet() or observe() (conntrack
+# counters: linux.observe_counters). What is read or done at the end of a
+# capture (problems(), finish()) is in summary.py, loaded on use.
 from array import array
 
 from capdev import platform
@@ -35,9 +37,9 @@ _NFIELDS = const(32)
 _ST_CLIENT_LOW = const(1)
 _ST_NEW = const(16)
 
-DPI_PACKETS = 10      # payload packets inspected per flow (control channels: all)
+_DPI_PACKETS = const(10)  # payload packets inspected per flow (control channels: all)
 _CONTROL_PORTS = (21, 53)
-_MAX_GAP_MS = 86400000
+_MAX_GAP_MS = const(86400000)
 _REBASE_MS = 1 << 30
 _KINDS = ("unknown-link", "non-ip", "fragment", "malformed-packet", "malformed-dns",
           "malformed-tls", "malformed-quic", "source", "evicted")
@@ -46,10 +48,11 @@ _KINDS = ("unknown-link", "non-ip", "fragment", "malformed-packet", "malformed-d
 class Monitor:
     def __init__(self, device_id="dev", max_flows=64, rules=None, idle_ms=120000,
                  report=None, on_flow=None, dns_cache=16, max_dests=8, keep_names=False):
-        self.rules = rules if rules is not None else rules_mod.defaults()
-        self.classifier = Classifier(self.rules)
+        if rules is None:
+            rules = rules_mod.defaults()
+        self.classifier = Classifier(rules)
         self.table = ft.FlowTable(max_flows, idle_ms, self._evicted, keep_names)
-        self.table.bulk_pps = self.rules["behaviour"]["bulk_pps"]
+        self.table.bulk_pps = rules["behaviour"]["bulk_pps"]
         self.report = report if report is not None else ReportBuilder(device_id)
         self.on_flow = on_flow
         n = len(rules_mod.CLASSES)
@@ -61,9 +64,7 @@ class Monitor:
         self.expect = []               # (address or None, port, hint) of FTP data channels
         self.dests = {}                # sensitive destination name -> level
         self.max_dests = max_dests
-        self.counts = {}
-        for k in _KINDS:
-            self.counts[k] = 0
+        self.counts = {}               # problem kind -> times seen (kinds seen only)
         self.last_problem = None
         self.packets = 0
         self.now = 0
@@ -71,26 +72,18 @@ class Monitor:
         self._ticks = None
         self._last_tick = 0
         self.p2p_until = -1
-        self._finishing = False
         self._p2p_new = array("i", bytes(4 * 32))
         self._p2p_pos = 0
         self._p2p_flows = rules_mod.BEHAVIOUR["p2p_flows"]
-        if "p2p_flows" in self.rules["behaviour"]:
-            self._p2p_flows = self.rules["behaviour"]["p2p_flows"]
+        if "p2p_flows" in rules["behaviour"]:
+            self._p2p_flows = rules["behaviour"]["p2p_flows"]
 
     # ---- problems are counted, never raised ----------------------------------
     def note(self, kind, msg):
-        if kind not in self.counts:
+        if kind not in _KINDS:
             kind = "malformed-packet"
-        self.counts[kind] += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
         self.last_problem = kind + ": " + msg
-
-    def problems(self):
-        out = {}
-        for k in self.counts:
-            if self.counts[k]:
-                out[k] = self.counts[k]
-        return out
 
     # ---- clocks ----------------------------------------------------------------
     def live_now(self):
@@ -153,7 +146,7 @@ class Monitor:
         t.account(slot, up, length, now, dscp)
         if proto == pk.TCP:
             t.tcp_handshake(slot, up, flags, now)
-        if len(payload) and (a[b + _F_DPI] < DPI_PACKETS or sport in _CONTROL_PORTS
+        if len(payload) and (a[b + _F_DPI] < _DPI_PACKETS or sport in _CONTROL_PORTS
                              or dport in _CONTROL_PORTS):
             a[b + _F_DPI] += 1
             try:
@@ -175,26 +168,6 @@ class Monitor:
             self._p2p_new[i] -= d
         self.report.shift(d)
         return now - d
-
-    def observe_counters(self, now, proto, src, sport, dst, dport, pkts_up, bytes_up,
-                         pkts_down, bytes_down):
-        """Cumulative per-flow counters (conntrack): the increase is accounted."""
-        if now >= _REBASE_MS:
-            now = self._rebase(now)
-        if now > self.now:
-            self.now = now
-        t = self.table
-        slot, up = t.lookup(proto, src, sport, dst, dport, now)
-        a = t.a
-        b = slot * _NFIELDS
-        if a[b + _F_STATE] & _ST_NEW:
-            # The conntrack "original" direction is the initiator: src is the client.
-            a[b + _F_STATE] &= ~_ST_NEW
-            self._name_new(slot, dst, dport)
-            up = True
-        fu, fd = (_F_PUP, _F_PDN) if up else (_F_PDN, _F_PUP)
-        t.account_bulk(slot, True if up else False, pkts_up - a[b + fu], bytes_up - a[b + fu + 2], now)
-        t.account_bulk(slot, False if up else True, pkts_down - a[b + fd], bytes_down - a[b + fd + 2], now)
 
     def _new_flow(self, slot, proto, src, sport, dst, dport, flags, now):
         a = self.table.a
@@ -336,7 +309,8 @@ class Monitor:
 
     # ---- classification and demand ------------------------------------------
     def flow_class(self, slot):
-        """(class index, confidence, reason), cached until the flow changes."""
+        """(class index, confidence, reason number or None when cached), cached
+        until the flow changes (summary.reason() gives the reason's text)."""
         a = self.table.a
         b = slot * _NFIELDS
         n = a[b + _F_PUP] + a[b + _F_PDN]
@@ -355,8 +329,7 @@ class Monitor:
         delta = total - table.a[b + _F_SAMPLED]
         self.pending[cls] += delta
         self.ledger[cls] += delta
-        if not self._finishing:
-            self.counts["evicted"] += 1
+        self.counts["evicted"] = self.counts.get("evicted", 0) + 1
         if self.on_flow is not None:
             from capdev.rnma import summary
 
@@ -409,12 +382,3 @@ class Monitor:
                 level = self.dests[name]
         t.expire(now)
         return rep.update(now, flows, lat, conf, level, list(self.dests))
-
-    def finish(self):
-        """End of a capture: account every live flow; per-class bytes over the run."""
-        self.tick(self.now)
-        self._finishing = True
-        for slot in self.table.slots():
-            self.table.drop(slot)
-        self._finishing = False
-        return self.ledger

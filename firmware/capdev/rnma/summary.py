@@ -1,10 +1,13 @@
 # What people and host tools read about flows and captures (the classify
-# CLI, benchmarks, tests): kept off the device's hot path, so a board loads
-# this only when something asks for a flow's details.
+# CLI, benchmarks, tests), and the end of a capture: kept off the device's
+# hot path, so a board loads this only when something asks for a flow's
+# details.
 from capdev.platform import const
 from capdev.rnma import flows as ft
-from capdev.rnma.classify import LEVELS
+from capdev.rnma.classify import REASONS
 from capdev.rnma.rules import CLASSES
+
+LEVELS = ("none", "integrity", "confidentiality")  # classify.Classifier.security()
 
 # The flow table's slot layout (flows.py). Keep in step with flows.py.
 _F_FIRST = const(0)
@@ -40,7 +43,7 @@ def flow(m, slot, cls=None, conf=None, why=None):
     s["class"] = CLASSES[cls]
     s["conf"] = conf
     if why is not None:
-        s["why"] = why
+        s["why"] = reason(why)
     s["sigs"] = sig_names(m.table.a[slot * _NFIELDS + _F_SIGS])
     return s
 
@@ -69,6 +72,11 @@ def stats(t, slot):
     }
 
 
+def reason(why):
+    """The text of a classifier reason number (classify.REASONS)."""
+    return REASONS.split("\n")[why]
+
+
 def sig_names(mask):
     out = []
     for i in range(len(SIG_NAMES)):
@@ -93,3 +101,23 @@ def security_level(m):
         if m.dests[name] > level:
             level = m.dests[name]
     return LEVELS[level]
+
+
+def problems(m):
+    """What monitor ``m`` skipped or counted, by kind (only kinds seen)."""
+    out = {}
+    for k in m.counts:
+        if m.counts[k]:
+            out[k] = m.counts[k]
+    return out
+
+
+def finish(m):
+    """End of a capture: account every live flow of monitor ``m``; per-class
+    bytes over the run."""
+    m.tick(m.now)
+    evicted = m.counts.get("evicted", 0)
+    for slot in m.table.slots():
+        m.table.drop(slot)
+    m.counts["evicted"] = evicted  # flows closed by the end are not evictions
+    return m.ledger

@@ -1,6 +1,8 @@
 # Synthetic traffic with realistic shapes, as raw IPv4 frames (link type 101),
 # for the demo and tests: a game, a voice call, a video stream, a bulk
 # download, web browsing and online banking. Deterministic for a given seed.
+# What only hosts and tests use (one-off frames, mixes, feeding a monitor)
+# is in synth_tools.py, which a device never loads.
 from capdev.rnma import packet as pk
 
 SHAPES = ("game", "call", "video", "bulk", "browsing", "banking")
@@ -26,26 +28,10 @@ class Rand:
         return self.next() % n
 
 
-def ipv4(proto, src, sport, dst, dport, payload, flags=0x18, dscp=0):
-    """A raw IPv4 frame carrying a UDP datagram or a TCP segment. ``payload``
-    is bytes, or an int for that many zero bytes."""
-    if isinstance(payload, int):
-        payload = bytes(payload)
-    if proto == pk.UDP:
-        l4 = bytes((sport >> 8, sport & 255, dport >> 8, dport & 255,
-                    (8 + len(payload)) >> 8, (8 + len(payload)) & 255, 0, 0))
-    else:
-        l4 = bytes((sport >> 8, sport & 255, dport >> 8, dport & 255, 0, 0, 0, 1, 0, 0, 0, 1,
-                    0x50, flags, 0xFF, 0xFF, 0, 0, 0, 0))
-    total = 20 + len(l4) + len(payload)
-    ip = bytes((0x45, dscp << 2, total >> 8, total & 255, 0, 0, 0x40, 0, 64, proto, 0, 0)) + src + dst
-    return ip + l4 + payload
-
-
 class FrameBuffer:
-    """Builds the same frames as ipv4() in one reusable buffer, without
-    allocating per frame: a frame (a memoryview) is valid until the next
-    one. For a consumer that parses each frame at once, as the monitor does;
+    """Builds the same frames as synth_tools.ipv4() in one reusable buffer,
+    without allocating per frame: a frame (a memoryview) is valid until the
+    next one. For a consumer that parses each frame at once, as the monitor does;
     at video rates this keeps a small heap from filling with dead frames."""
 
     def __init__(self, size=256):
@@ -120,9 +106,13 @@ def shape(kind, start_ms=0, duration_ms=10000, seed=1, server_octet=10, reuse=Fa
     """Yield (ts_ms, frame) for one kind of traffic, in time order.
 
     ``reuse``: frames are memoryviews into one FrameBuffer, each valid only
-    until the next is taken (the live source, which parses them at once)."""
-    # Sized up front for the shape's largest frame: it is allocated once, early.
-    make = FrameBuffer(1536 if kind in _BIG_FRAMES else 256).ipv4 if reuse else ipv4
+    until the next is taken (the live source, which parses them at once);
+    otherwise each frame is its own bytes (hosts and tests)."""
+    if reuse:
+        # Sized up front for the shape's largest frame: it is allocated once, early.
+        make = FrameBuffer(1536 if kind in _BIG_FRAMES else 256).ipv4
+    else:
+        from capdev.rnma.synth_tools import ipv4 as make
     r = Rand(seed)
     server = bytes((203, 0, 113, server_octet))
     cport = 40000 + r.below(20000)
@@ -145,7 +135,7 @@ def shape(kind, start_ms=0, duration_ms=10000, seed=1, server_octet=10, reuse=Fa
             yield t + 3, make(pk.UDP, server, 16384, CLIENT, cport, hdr + ssrc_s + bytes(80 + r.below(40)), dscp=46)
             seq = (seq + 1) & 0xFFFF
             t += 20
-    elif kind in ("video", "bulk", "browsing", "banking"):
+    elif kind in _BIG_FRAMES:  # TCP: a handshake, a named request, then data
         names = {"video": "rr4---sn-a5meknzs.googlevideo.com", "bulk": None,
                  "browsing": "www.example.org", "banking": "online.examplebank.com"}
         sp = 80 if kind == "bulk" else 443
@@ -179,41 +169,3 @@ def shape(kind, start_ms=0, duration_ms=10000, seed=1, server_octet=10, reuse=Fa
                 t += 1000 + r.below(4000)
     else:
         raise ValueError("unknown traffic shape '" + str(kind) + "'")
-
-
-def mix(kinds, duration_ms=10000, seed=1):
-    """Several shapes at once, merged in time order (one frame held per shape)."""
-    gens = []
-    heads = []
-    i = 0
-    for k in kinds:
-        g = shape(k, 0, duration_ms, seed + i, 10 + i)
-        i += 1
-        gens.append(g)
-        heads.append(next(g, None))
-    while True:
-        best = -1
-        for j in range(len(heads)):
-            if heads[j] is not None and (best < 0 or heads[j][0] < heads[best][0]):
-                best = j
-        if best < 0:
-            return
-        yield heads[best]
-        heads[best] = next(gens[best], None)
-
-
-def feed(monitor, frames, tick_ms=1000):
-    """Replay synthetic frames into a monitor, ticking once per tick_ms of
-    traffic time; returns the QoS reports the monitor produced."""
-    reports = []
-    next_tick = None
-    for ts, frame in frames:
-        if next_tick is None:
-            next_tick = ts + tick_ms
-        while ts >= next_tick:
-            rep = monitor.tick(next_tick - monitor._t0 if monitor._t0 is not None else 0)
-            if rep is not None:
-                reports.append(rep)
-            next_tick += tick_ms
-        monitor.packet(ts, pk.RAW, frame)
-    return reports

@@ -23,7 +23,7 @@ def classify_file(path, max_flows=256):
     flows = []
     m = monitor.Monitor(max_flows=max_flows, on_flow=flows.append, keep_names=True)
     reader = pcap.replay(path, m)
-    m.finish()
+    summary.finish(m)
     out_flows = []
     for f in sorted(flows, key=lambda s: -(s["bytes_up"] + s["bytes_down"])):
         out_flows.append({
@@ -42,7 +42,7 @@ def classify_file(path, max_flows=256):
         "bytes_by_class": {CLASSES[i]: m.ledger[i] for i in range(len(CLASSES)) if m.ledger[i]},
         "security": {"level": summary.security_level(m), "dests": sorted(m.dests)},
         "packets": m.packets,
-        "problems": m.problems(),
+        "problems": summary.problems(m),
         "capture_error": reader.error if reader is not None else m.last_problem,
         "flows": out_flows,
     }
