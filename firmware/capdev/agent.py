@@ -3,7 +3,7 @@
 # Usage: micropython -m capdev.agent BOARD.json DEVICE.json STATE_DIR
 #
 # Memory: the agent keeps only its hot path resident. Code used at boot
-# (config) or now and then (checking an instruction, applying ops, failures,
+# (config, restoring the profile, building the monitor: startup.py) or now and then (checking an instruction, applying ops, failures,
 # reports) is imported when needed and unloaded again by trim(); see
 # docs/performance.md for the figures.
 import asyncio
@@ -29,7 +29,7 @@ CHECKING = ("capdev.cose", "capdev.crypto", "capdev.schema", "capdev.cbor_decode
 APPLYING = ("capdev.cmm.ops", "capdev.cmm.loader")  # applying ops, starting shards
 COLD = CHECKING + APPLYING + ("capdev.cmm.pipeline", "capdev.cmm.leases", "capdev.cmm.reports",
                               "capdev.rnma.dpi_names", "capdev.mqtt.session",
-                              "capdev.mqtt.connect")
+                              "capdev.mqtt.connect", "capdev.startup")
 # What the running agent reads of its board config; the rest (description,
 # flash size, identity and state paths...) was needed at boot only.
 BOARD_KEYS = ("board", "broker", "capacities", "free_heap_floor_kb", "shards", "traffic_sources",
@@ -58,24 +58,15 @@ class Agent:
         self.client = None
         self.state_dir = state_dir
         self.heap_peak = None  # highest heap_used sampled (after collections)
-        self._restore()
+        from capdev import startup  # unloaded by the first trim()
+
+        startup.restore(self)
         self.vpn = None
         if "vpn" in board:
             # The VPN data path binds the cipher, tunnel and auth shards
             # together after every instruction (see docs/shards.md).
             from capdev.shards.vpn.link import VpnLink
             self.vpn = VpnLink(self.manager, self._key, self.device_id, board["vpn"])
-
-    def _restore(self):
-        """Bring back the last good profile after a reboot, before the
-        provider is reachable: the device keeps serving on its own."""
-        self.manager.set_baseline(self.store.baseline)
-        ops = list(self.store.profile.values())
-        if ops:
-            results = self.manager.apply(ops)
-            log.info("restored " + str(len(ops)) + " shard(s) from the persisted profile: "
-                     + ", ".join(r["shard"] + "=" + r["code"] for r in results))
-        self._record_profile()
 
     def _record_profile(self):
         profile = {}
@@ -255,7 +246,7 @@ class Agent:
             # does not overlap the first instruction's work.
             self.trim()
             try:
-                rnma = self.start_monitoring()
+                rnma = _start_monitoring(self)
             except Exception as e:
                 log.error("traffic monitoring failed to start: " + type(e).__name__ + ": " + str(e))
         will = (self.topic(protocol.STATE),
@@ -323,7 +314,7 @@ class Agent:
         while True:
             try:
                 if rnma is None:
-                    rnma = self.start_monitoring()
+                    rnma = _start_monitoring(self)
                 monitor, traffic = rnma
                 rnma = None
                 await self.monitor_traffic(monitor, traffic)
@@ -334,21 +325,6 @@ class Agent:
             gc.collect()
             await asyncio.sleep(delay_ms / 1000)
             delay_ms = min(delay_ms * 2, 60000)
-
-    def start_monitoring(self):
-        """The monitoring agent on synthetic traffic: (monitor, traffic source)."""
-        # Imported here: a board without a traffic source never pays for it.
-        from capdev.rnma.live import SyntheticTraffic
-        from capdev.rnma.monitor import Monitor
-        from capdev.rnma.report import ReportBuilder
-
-        opts = self.board.get("rnma", {})
-        report = ReportBuilder(self.device_id, opts.get("report_min_interval_ms", 10000),
-                               opts.get("report_max_interval_ms", 300000), opts.get("hold_ms", 30000))
-        monitor = Monitor(self.device_id, opts.get("max_flows", 64), report=report)
-        traffic = SyntheticTraffic(self.state_dir + "/traffic.json")
-        traffic.pump(monitor, 0)  # starts the shapes now: their buffers come from a fresh heap
-        return monitor, traffic
 
     async def monitor_traffic(self, monitor, traffic):
         """Classify the traffic, and report needs to the provider when they change."""
@@ -377,26 +353,22 @@ class Agent:
             self.trim()
 
 
-def load_config(board_path, ident_path):
-    """(board, identity) read and checked at boot, or (None, reason). The
-    config code is unloaded afterwards: it is not needed again until reboot."""
-    from capdev import config
+def _start_monitoring(agent):
+    # The import's name lives in this short frame, not in the long-lived
+    # coroutines that call it, so trim() can free the module again.
+    from capdev import startup
 
-    try:
-        return config.load_board(board_path), config.load_identity(ident_path)
-    except config.ConfigError as e:
-        return None, str(e)
-    finally:
-        config = None
-        capdev.unload("capdev.config")
-        gc.collect()
+    return startup.start_monitoring(agent)
 
 
 def main(argv):
     if len(argv) != 3:
         print("usage: capdev.agent BOARD.json DEVICE.json STATE_DIR")
         return 2
-    board, ident = load_config(argv[0], argv[1])
+    from capdev import startup  # unloaded by the agent's first trim()
+
+    board, ident = startup.load_config(argv[0], argv[1])
+    startup = None
     if board is None:
         log.error("boot stopped: " + ident)
         return 1

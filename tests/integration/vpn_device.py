@@ -6,7 +6,7 @@ Usage: vpn_device.py BOARD.json DEVICE.json STATE_DIR"""
 import asyncio
 import sys
 
-from capdev import agent
+from capdev import agent, startup
 
 
 class EchoAgent(agent.Agent):
@@ -27,7 +27,7 @@ class EchoAgent(agent.Agent):
 
 
 def main(argv):
-    board, ident = agent.load_config(argv[0], argv[1])
+    board, ident = startup.load_config(argv[0], argv[1])
     if board is None:
         raise SystemExit("boot stopped: " + ident)
     asyncio.run(EchoAgent(board, ident, argv[2]).run())

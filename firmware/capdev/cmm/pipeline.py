@@ -3,6 +3,9 @@
 # the store it persists through; the caller applies the operations and then
 # calls commit() with the per-operation results.
 from capdev import cbor, platform, protocol
+from capdev.platform import const
+
+_RECENT_IDS = const(8)  # instruction ids (with their acks) the store keeps for redeliveries
 
 
 class Rejection(Exception):
@@ -62,9 +65,9 @@ class InstructionPipeline:
             raise Rejection("schema", str(e), msg if isinstance(msg, dict) else None)
         if msg["dev"] != self.device_id:
             raise Rejection("misaddressed", "instruction addressed to another device", msg)
-        cached = self.store.cached_ack(msg["id"])
-        if cached is not None:
-            return "duplicate", cached
+        for iid, ack in self.store.recent:
+            if iid == msg["id"]:
+                return "duplicate", cbor.loads(ack)
         if msg["seq"] <= self.store.last_seq:
             raise Rejection("replay", "replayed sequence number " + str(msg["seq"])
                             + " (last applied " + str(self.store.last_seq) + ")", msg)
@@ -87,7 +90,10 @@ class InstructionPipeline:
         store.last_seq = msg["seq"]
         if msg["iat"] > store.last_iat:
             store.last_iat = msg["iat"]
-        store.remember(msg["id"], ack)
+        # Its ack is kept (CBOR: a fifth of the dict's heap) for a redelivery.
+        store.recent.append([msg["id"], cbor.dumps(ack)])
+        if len(store.recent) > _RECENT_IDS:
+            store.recent.pop(0)
         store.save()
         if store.iat_ref is None or msg["iat"] >= self.provider_now():
             store.iat_ref = msg["iat"]

@@ -4,7 +4,6 @@
 # active profile. Written atomically: a kill -9 mid-write leaves old or new.
 from capdev import cbor, platform
 
-RECENT_IDS = 8
 
 
 class DeviceStore:
@@ -52,15 +51,4 @@ class DeviceStore:
             "baseline": self.baseline,
         }
         platform.atomic_write_json(self.path, data)
-
-    def cached_ack(self, instruction_id):
-        for iid, ack in self.recent:
-            if iid == instruction_id:
-                return cbor.loads(ack)
-        return None
-
-    def remember(self, instruction_id, ack):
-        self.recent.append([instruction_id, cbor.dumps(ack)])
-        if len(self.recent) > RECENT_IDS:
-            self.recent.pop(0)
 

@@ -102,11 +102,35 @@ REASONS = (
     "two-way datagrams"
 )
 
-# RFC 4594 DSCP -> class (marks can be stale, so they are weak evidence).
-_DSCP = {46: _TELEPHONY, 40: _SIGNALING, 34: _CONFERENCING, 36: _CONFERENCING, 38: _CONFERENCING,
-         32: _INTERACTIVE, 26: _STREAMING, 28: _STREAMING, 30: _STREAMING, 24: _BROADCAST,
-         18: _LOW_LATENCY, 20: _LOW_LATENCY, 22: _LOW_LATENCY, 16: _OAM, 10: BULK, 12: BULK,
-         14: BULK, 8: _LOW_PRIORITY, 48: _NETWORK_CONTROL, 56: _NETWORK_CONTROL}
+
+def _dscp_class(d):
+    """RFC 4594's class for DSCP ``d``, or None (marks can be stale, so they
+    are weak evidence). Written out as comparisons: a dict of the same 20
+    entries, or tuples to test membership in, are heap objects on a board;
+    this code stays in flash."""
+    if d == 46:
+        return _TELEPHONY  # EF
+    if d == 40:
+        return _SIGNALING  # CS5
+    if d == 34 or d == 36 or d == 38:
+        return _CONFERENCING  # AF41-43
+    if d == 32:
+        return _INTERACTIVE  # CS4
+    if d == 26 or d == 28 or d == 30:
+        return _STREAMING  # AF31-33
+    if d == 24:
+        return _BROADCAST  # CS3
+    if d == 18 or d == 20 or d == 22:
+        return _LOW_LATENCY  # AF21-23
+    if d == 16:
+        return _OAM  # CS2
+    if d == 10 or d == 12 or d == 14:
+        return BULK  # AF11-13
+    if d == 8:
+        return _LOW_PRIORITY  # CS1
+    if d == 48 or d == 56:
+        return _NETWORK_CONTROL  # CS6, CS7
+    return None
 
 _STRONG_SIGS = (
     (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA, _LOW_PRIORITY, 95, _WHY_P2P),
@@ -234,9 +258,9 @@ class Classifier:
         if port is not None and port[1] > best_conf:
             best_c, best_conf, why = port_c, port[1], _WHY_PORT
 
-        dscp = a[b + _F_DSCP]
-        if dscp in _DSCP and 40 > best_conf:
-            best_c, best_conf, why = _DSCP[dscp], 40, _WHY_DSCP
+        dscp_c = _dscp_class(a[b + _F_DSCP]) if 40 > best_conf else None
+        if dscp_c is not None:
+            best_c, best_conf, why = dscp_c, 40, _WHY_DSCP
 
         # Behaviour. qosify: sustained >bulk_pps is bulk.
         if a[b + _F_RUNS] >= self.bulk_s and 60 > best_conf and best_c not in (_STREAMING, _CONFERENCING, _TUNNEL):
