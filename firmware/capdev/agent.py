@@ -30,19 +30,14 @@ APPLYING = ("capdev.cmm.ops", "capdev.cmm.loader")  # applying ops, starting sha
 COLD = CHECKING + APPLYING + ("capdev.cmm.pipeline", "capdev.cmm.leases", "capdev.cmm.reports",
                               "capdev.rnma.dpi_names", "capdev.mqtt.session",
                               "capdev.mqtt.connect", "capdev.startup")
-# What the running agent reads of its board config; the rest (description,
-# flash size, identity and state paths...) was needed at boot only.
-BOARD_KEYS = ("board", "broker", "capacities", "free_heap_floor_kb", "shards", "traffic_sources",
-              "rnma", "vpn")
 
 
 class Agent:
     def __init__(self, board, ident, state_dir, ssl=None):
         """``ssl``: the TLS context for the broker link (config.ssl_context), or None."""
-        self.board = {}
-        for name in BOARD_KEYS:
-            if name in board:
-                self.board[name] = board[name]
+        from capdev import startup  # unloaded by the first trim()
+
+        self.board = startup.running_board(board)
         self.ssl = ssl
         self.device_id = ident["device_id"]
         self._kid = ident["kid"].encode()
@@ -58,8 +53,6 @@ class Agent:
         self.client = None
         self.state_dir = state_dir
         self.heap_peak = None  # highest heap_used sampled (after collections)
-        from capdev import startup  # unloaded by the first trim()
-
         startup.restore(self)
         self.vpn = None
         if "vpn" in board:

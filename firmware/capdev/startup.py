@@ -23,6 +23,21 @@ def load_config(board_path, ident_path):
         gc.collect()
 
 
+# What the running agent reads of its board config; the rest (description,
+# flash size, identity and state paths...) was needed at boot only.
+_BOARD_KEYS = ("board", "broker", "capacities", "free_heap_floor_kb", "shards", "traffic_sources",
+               "rnma", "vpn")
+
+
+def running_board(board):
+    """The part of ``board`` the agent keeps."""
+    kept = {}
+    for name in _BOARD_KEYS:
+        if name in board:
+            kept[name] = board[name]
+    return kept
+
+
 def restore(agent):
     """Bring back the last good profile after a reboot, before the provider
     is reachable: the device keeps serving on its own."""

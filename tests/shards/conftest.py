@@ -2,11 +2,11 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
+from ports import free_udp_port
 
 USERS = {"alice": "wonderland", "bob": "builder-42"}
 SECRET = "s3cret-for-tests"
@@ -86,14 +86,6 @@ server default {{
   }}
 }}
 """
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def radiusd_binary():

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 
-from conftest import SECRET, free_udp_port
+from ports import free_udp_port
 
 
 def test_local_store_hashes_with_per_user_salt_and_verifies(fw, tmp_path):
@@ -102,14 +102,14 @@ import json
 from capdev.shards.vpn import radius_auth
 r = radius_auth.Shard('radius'); r.configure({{}}); r.start()
 out = {{}}
-r.attach(('127.0.0.1', {radiusd.port}), '{SECRET}', timeout_ms=400, retries=2)
+r.attach(('127.0.0.1', {radiusd.port}), '{radiusd.secret}', timeout_ms=400, retries=2)
 out['pending'] = r.authorize('alice', 'wonderland')
 out['accept'] = r.verify('alice', 'wonderland')
 out['reject'] = r.verify('alice', 'not-her-password')
 out['unknown'] = r.verify('mallory', 'x')
-r.attach(('127.0.0.1', {relay.port}), '{SECRET}', timeout_ms=300, retries=2)
+r.attach(('127.0.0.1', {relay.port}), '{radiusd.secret}', timeout_ms=300, retries=2)
 out['retry'] = r.verify('bob', 'builder-42')
-r.attach(('127.0.0.1', {dead_port}), '{SECRET}', timeout_ms=100, retries=2)
+r.attach(('127.0.0.1', {dead_port}), '{radiusd.secret}', timeout_ms=100, retries=2)
 out['timeout'] = r.verify('alice', 'wonderland')
 r.attach(('127.0.0.1', {radiusd.port}), 'not-the-secret', timeout_ms=200, retries=1)
 out['bad_secret'] = r.verify('alice', 'wonderland')

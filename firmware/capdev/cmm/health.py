@@ -25,9 +25,14 @@ class HealthRecord:
     def __init__(self):
         self.errors = 0
         self.restarts = 0
-        self.failures = []  # times (ms) of failures still inside the window
+        # Times (ms) of failures still inside the window; () until the first:
+        # the empty tuple is shared, an empty list costs 64 B per shard.
+        self.failures = ()
         self.last_error = ""
         self.beat_ms = None
+        # Last health() call. Here, not on the manager's entry: this record
+        # has a free attribute slot, the entry's table would grow by five.
+        self.checked_ms = 0
         self.steps = 0
         self.lat_last = 0
         self.lat_max = 0

@@ -36,7 +36,6 @@ class _Entry:
         self.data_b = 0  # heap held by the instance, summed over measured calls
         self.expires = None  # manager ms when a temporary op ends
         self.restart_at = None
-        self.checked_ms = 0  # last health() call
         self.alt_of = None  # primary shard this one replaced on failover
 
 
@@ -164,9 +163,9 @@ class ShardManager:
         for entry in list(self.entries.values()):
             if entry.inst is None or entry.life.state != RUNNING:
                 continue
-            if now - entry.checked_ms < self.policy.heartbeat_ms:
+            if now - entry.health.checked_ms < self.policy.heartbeat_ms:
                 continue
-            entry.checked_ms = now
+            entry.health.checked_ms = now
             try:
                 state = entry.inst.health()
                 ok = isinstance(state, dict) and state.get("ok", True) is not False

@@ -327,7 +327,7 @@ def start(m, entry, now):
     entry.data_b = 0 if before is None else after - before
     entry.life.fire("started")
     entry.health.beat(now)
-    entry.checked_ms = now
+    entry.health.checked_ms = now
     if hasattr(entry.inst, "step"):
         schedule(m.cpu, entry.id, entry.op["cpu"], entry.inst.period_ms, now)
     return True
