@@ -38,6 +38,7 @@ from proxy import TcpProxy
 KEEPALIVE_S = 5  # the board schema's minimum
 DEAD_S = KEEPALIVE_S + 2
 RECOVER_S = 20
+SETTLE_S = 1.0  # > the provider's birth jitter (0.25 s) + a reconciler pass
 PROBE = {"op": "activate", "shard": "counter", "ver": "1.0", "slot": "test.counter",
          "module": "capdev.shards.counter", "cpu": 5, "mem_kb": 4, "bw_kbps": 0,
          "prio": "low", "dur_s": 3, "alt": None}
@@ -94,10 +95,22 @@ wait = wait_until
 def assert_once_and_acked(rig, dev):
     """No instruction applied twice, no ack lost (once the provider's retries
     and syncs have settled, within RECOVER_S)."""
-    def settled():
+    def settled_once():
+        rec = rig.svc.fleet.device(dev.id)
         rows = rig.svc.store.instructions(dev.id)
-        return rows and rows[-1]["state"] == "SUCCEEDED" and \
+        return rec is not None and rec.pending == 0 and rows and rows[-1]["state"] == "SUCCEEDED" and \
             all(r["state"] == "SUCCEEDED" or r["superseded_by"] for r in rows)
+    def settled():
+        # Settled for longer than a birth's jittered sync takes to be planned
+        # and written: a device that converged on reconnecting still gets that
+        # sync, and a snapshot taken between its claim and its write (or its
+        # send and its ack) would show it open.
+        end = time.monotonic() + SETTLE_S
+        while time.monotonic() < end:
+            if not settled_once():
+                return False
+            time.sleep(0.05)
+        return True
     wait(settled, RECOVER_S)
     # The watcher is a subscriber of its own: an ack the provider recorded may reach it a moment later.
     def watcher_saw_acks():
