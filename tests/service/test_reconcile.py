@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from capshard import localdev
+from capshard import localdev, wire
 from capshard.service.fleet import Fleet, profiles_match
 from capshard.service.policy import MINIMAL_BASELINE, AllocatorPolicy, minimal_baseline
 from capshard.service.provider import ProviderService
@@ -147,6 +147,22 @@ def test_unacked_instruction_is_retried_then_succeeds_or_times_out(tmp_path, ser
         assert svc.metrics.instructions.labels("TIMED_OUT")._value.get() == 1
     finally:
         os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_instruction_committed_but_never_published_is_sent_by_the_retries(tmp_path, service_factory, agents,
+                                                                          keystore):
+    """A provider that dies between committing an instruction and publishing
+    it leaves it QUEUED: the retries (this or another provider's) send it."""
+    svc = service_factory(str(tmp_path / "fleet.sqlite"), ttl_s=20)
+    proc = agents("dev-q", "cpython", keystore)
+    assert svc.fleet.wait_until(converged("dev-q"), 20), localdev.read_log(proc)
+    now = time.time()
+    inst = wire.make_instruction("dev-q", svc.store.next_seq("dev-q"), [dict(MINIMAL_BASELINE[0], op="adjust", cpu=21)],
+                                 False, now, 20)
+    svc.store.add_instruction(inst, 0, None, now, now + 20, publish_by=now + 0.5)   # ...and no publish
+    done = svc.fleet.wait_until(lambda f: f.instructions[inst["id"]].state == "SUCCEEDED", 15)
+    assert done, (svc.fleet.instructions[inst["id"]], localdev.read_log(proc))
+    assert svc.fleet.instructions[inst["id"]].attempts == 1
 
 
 def test_reconnect_storm_after_broker_restart_is_spread_and_rate_limited(tmp_path, service_factory, agents,

@@ -631,8 +631,9 @@ class ProviderService:
         if seq is None:
             seq = self.store.next_seq(device_id)
         inst = wire.make_instruction(device_id, seq, job.ops, job.full, now, self.opts.ttl_s)
+        # Retried like a sent one if this process dies before it is published.
         self.store.add_instruction(inst, rec.desired_version, rec.tier or self.policy.default_tier, now,
-                                   now + self.opts.ttl_s)
+                                   now + self.opts.ttl_s, publish_by=now + backoff(1, self.opts))
         if job.full:
             self.store.supersede_open(device_id, inst["id"])
         job.inst = inst
@@ -649,7 +650,7 @@ class ProviderService:
         now = time.time()
         inst = wire.make_instruction(device_id, self.store.next_seq(device_id), [], False, now,
                                      self.opts.ttl_s, rebirth=True)
-        self.store.add_instruction(inst, 0, None, now, now + self.opts.ttl_s)
+        self.store.add_instruction(inst, 0, None, now, now + self.opts.ttl_s, publish_by=now + backoff(1, self.opts))
 
         def send():  # once the instruction is committed (when asked from inside a batch)
             self._publish(device_id, inst)

@@ -621,12 +621,16 @@ class FleetStore:
         return row["tier"] if row else None
 
     # ---- instruction log ----------------------------------------------------
-    def add_instruction(self, inst, desired_version, tier, now, deadline, state=QUEUED):
+    def add_instruction(self, inst, desired_version, tier, now, deadline, state=QUEUED, publish_by=None):
+        """``publish_by``: when a QUEUED instruction counts as due for a retry
+        if it was never marked sent (its publisher died between the commit
+        and the publish); None leaves it to the caller."""
         with self.tx() as cur:
             cur.execute("INSERT INTO instructions (id, device_id, seq, desired_version, tier, full_state, ops, "
-                        "iat, ttl_s, state, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "iat, ttl_s, state, created_at, deadline, next_attempt_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (inst["id"], inst["dev"], inst["seq"], desired_version, tier, 1 if inst["full"] else 0,
-                         _json(inst["ops"]), inst["iat"], inst["ttl_s"], state, now, deadline))
+                         _json(inst["ops"]), inst["iat"], inst["ttl_s"], state, now, deadline, publish_by))
 
     def supersede_open(self, device_id, new_id):
         """Older open instructions of a device stop being retried: ``new_id``
@@ -655,9 +659,9 @@ class FleetStore:
 
     def claim_retry(self, inst_id, expected_next, new_next):
         with self.tx() as cur:
-            return cur.execute("UPDATE instructions SET next_attempt_at = ? WHERE id = ? AND state = ? "
+            return cur.execute("UPDATE instructions SET next_attempt_at = ? WHERE id = ? AND state IN (?, ?) "
                                "AND next_attempt_at = ?",
-                               (new_next, inst_id, IN_PROGRESS, expected_next)).rowcount == 1
+                               (new_next, inst_id, QUEUED, IN_PROGRESS, expected_next)).rowcount == 1
 
     def finish(self, inst_id, state, now, reason="", ack=None, device_id=None):
         """Close an instruction; only an open one changes. Returns the row
@@ -718,9 +722,11 @@ class FleetStore:
                 list(device_ids) + [QUEUED, IN_PROGRESS]).all()}
 
     def due_retries(self, now, limit=100):
+        """Open instructions whose next attempt is due: sent and not acked, or
+        committed and never sent (see add_instruction's ``publish_by``)."""
         with self.tx() as cur:
-            return cur.execute("SELECT * FROM instructions WHERE state = ? AND next_attempt_at <= ? "
-                               "ORDER BY next_attempt_at LIMIT ?", (IN_PROGRESS, now, limit)).all()
+            return cur.execute("SELECT * FROM instructions WHERE state IN (?, ?) AND next_attempt_at <= ? "
+                               "ORDER BY next_attempt_at LIMIT ?", (QUEUED, IN_PROGRESS, now, limit)).all()
 
     def outcome_counts(self):
         with self.tx() as cur:
