@@ -77,6 +77,29 @@ def test_every_reason_number_has_one_text(monkeypatch):
     assert len(set(texts)) == len(texts)
 
 
+# RFC 4594's DSCP -> service class table, written out independently of the firmware's.
+RFC4594 = {46: "telephony", 40: "signaling", 34: "multimedia-conferencing", 36: "multimedia-conferencing",
+           38: "multimedia-conferencing", 32: "real-time-interactive", 26: "multimedia-streaming",
+           28: "multimedia-streaming", 30: "multimedia-streaming", 24: "broadcast-video", 18: "low-latency-data",
+           20: "low-latency-data", 22: "low-latency-data", 16: "oam", 10: "high-throughput-data",
+           12: "high-throughput-data", 14: "high-throughput-data", 8: "low-priority-data", 48: "network-control",
+           56: "network-control"}
+
+
+def test_dscp_marks_map_to_rfc4594_classes(fw):
+    code = """
+import json
+from capdev.rnma import classify, rules
+out = {}
+for d in range(64):
+    c = classify._dscp_class(d)
+    out[d] = None if c is None else rules.CLASSES[c]
+print(json.dumps(out))
+"""
+    got = fw.run_json(code)
+    assert {int(d): c for d, c in got.items() if c is not None} == RFC4594
+
+
 def test_real_captures_on_both_runtimes(fw):
     files = [os.path.join(TRAFFIC, "pcap", n) for n in SAMPLE]
     code = f"""

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from polling import wait_until
+
 CLI = [sys.executable, "-m", "capshard"]
 
 
@@ -56,13 +58,7 @@ class SimProcess:
 
 
 def wait_for(predicate, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+    return wait_until(predicate, timeout, step)
 
 
 def mpremote(port, *args, timeout=30):
