@@ -1,6 +1,7 @@
 """What scaling out relies on: a broker cluster and a PostgreSQL DSN in the
-service config, start-up over a list of brokers, and the allocator's choice
-cache giving exactly the plans a fresh allocation gives."""
+service config, start-up over a list of brokers and failing over between
+them, and the allocator's choice cache giving exactly the plans a fresh
+allocation gives."""
 
 import copy
 import random
@@ -9,11 +10,14 @@ import time
 import pytest
 
 from capshard.allocator import DeviceState, Needs, allocate
-from capshard.broker import free_port
+from capshard.broker import Mosquitto, free_port
 from capshard.service import config
 from capshard.service.fleet import DeviceRecord
-from capshard.service.policy import AllocatorPolicy
+from capshard.service.policy import AllocatorPolicy, minimal_baseline
 from capshard.service.provider import ProviderService
+from capshard.service.reconcile import ReconcileOptions
+from fakedevice import FakeDevice
+from polling import wait_until
 
 NEEDS = (
     ({"real-time-interactive": {"bw_kbps": 300, "lat_ms": 50, "flows": 2, "conf": 90}}, "none"),
@@ -59,6 +63,45 @@ def test_provider_starts_on_the_first_broker_that_answers(broker):
         assert (svc.host, svc.port) == (broker.host, broker.port)
     finally:
         svc.stop()
+
+
+def test_provider_start_fails_clearly_when_no_broker_answers():
+    svc = ProviderService("unused", 0, {}, desired_for=lambda d, b: [],
+                          brokers=[("127.0.0.1", free_port()), ("127.0.0.1", free_port())])
+    with pytest.raises(RuntimeError, match="could not connect to the broker"):
+        svc.start(timeout=2)
+    assert not svc.link._thread, "it stopped trying"
+
+
+def test_provider_follows_the_cluster_when_its_node_goes(keystore):
+    """Two nodes (standalone brokers: what matters is where the provider
+    goes). Its node is killed: it moves to the other and serves a device
+    there. That one goes and the first is back: it moves back. paho alone
+    would retry the dead node forever (its host cannot change while it
+    retries)."""
+    a, b = Mosquitto().start(), Mosquitto().start()
+    keystore.provision("dev-on-b")
+    svc = ProviderService("unused", 0, keystore, minimal_baseline, brokers=[(a.host, a.port), (b.host, b.port)],
+                          options=ReconcileOptions(birth_jitter_s=0.0))
+    device = None
+    try:
+        svc.start()
+        assert svc.port == a.port
+        a.kill()
+        assert wait_until(lambda: svc.link.up.is_set() and svc.port == b.port, 10), "still not on node B"
+        device = FakeDevice(b, "dev-on-b")
+        device.birth()
+        assert wait_until(lambda: device.instructions, 10), "no instruction through node B"
+        assert device.instructions[0]["full"]
+        a.start()
+        b.kill()
+        assert wait_until(lambda: svc.link.up.is_set() and svc.port == a.port, 15), "not back on node A"
+    finally:
+        if device:
+            device.stop()
+        svc.stop()
+        a.cleanup()
+        b.cleanup()
 
 
 def decide_and_allocate(policy, rec, tier, now, caps, reported):

@@ -5,8 +5,6 @@ group's copy of a state from the plain one). Against a real mosquitto."""
 
 import time
 
-import cbor2
-import paho.mqtt.client as mqtt
 import pytest
 
 from capshard import wire
@@ -15,31 +13,10 @@ from capshard.service.policy import minimal_baseline
 from capshard.service.provider import ProviderService
 from capshard.service.reconcile import ReconcileOptions
 from capshard.service.store import open_store
+from fakedevice import FakeDevice
 from polling import wait_until
 
 DEVICE = "dev-sub"
-
-
-class FakeDevice:
-    """A device's MQTT side, by hand: publishes what the test says and keeps
-    the instructions it receives (decoded)."""
-
-    def __init__(self, broker):
-        self.instructions = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=DEVICE)
-        self.client.on_message = lambda c, u, m: self.instructions.append(
-            wire.decode(cbor2.loads(m.payload).value[2]))
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(wire.topic(DEVICE, wire.INSTRUCTION), qos=1)
-        self.client.loop_start()
-
-    def send(self, kind, body, retain=False):
-        msg = dict({"v": wire.VERSION, "dev": DEVICE}, **body)
-        self.client.publish(wire.topic(DEVICE, kind), wire.encode(msg), qos=1, retain=retain).wait_for_publish(5)
-
-    def stop(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def _wait_for(predicate, timeout=10.0):
@@ -62,11 +39,10 @@ def test_the_provider_receives_device_messages_once_and_never_its_own_instructio
         handle(client, userdata, message)
 
     svc.client.on_message = record
-    device = FakeDevice(broker)
+    device = FakeDevice(broker, DEVICE)
     svc.start()
     try:
-        device.send("birth", {"board": "bench", "fw": "t", "runtime": "cpython", "last_seq": 0,
-                              "caps": {"cpu": 100, "mem_kb": 300, "bw_kbps": 20000}})
+        device.birth()
         inst = _wait_for(lambda: device.instructions and device.instructions[0])
         assert inst and inst["full"], "no full sync after the birth"
         profile = {op["shard"]: op for op in inst["ops"]}

@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 
 from .. import wire
 from .fleet import DeviceRecord, Fleet, profiles_match
+from .link import BrokerLink
 from .metrics import Metrics
 from .policy import PolicyError, StaticPolicy
 from .reconcile import ReconcileOptions, TokenBucket, backoff, full_state_ops, needs_changed
@@ -70,13 +71,12 @@ class ProviderService:
         ``desired_for(device_id, birth) -> list of op dicts`` is the short form
         of a StaticPolicy. ``fleet`` defaults to an in-memory SQLite store.
         ``brokers`` ([(host, port)], default [(host, port)]): the nodes of a
-        broker cluster, tried in order at start until one takes us."""
+        broker cluster, tried in order at start until one takes us, and in
+        turn whenever the connection drops (link.BrokerLink)."""
         if policy is None:
             if desired_for is None:
                 raise ValueError("ProviderService needs a policy or a desired_for function")
             policy = StaticPolicy(desired_for)
-        self.brokers = [tuple(b) for b in brokers] if brokers else [(host, port)]
-        self.host, self.port = self.brokers[0]
         self.keystore = keystore
         self.policy = policy
         self.fleet = fleet or Fleet()
@@ -85,14 +85,16 @@ class ProviderService:
         self.metrics = metrics or Metrics()
         self.share_group = share_group
         # manual_ack: a message is acknowledged to the broker once what it says is committed
+        # reconnect_on_failure=False: the link reconnects, to the next node (link.py).
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5 if share_group else mqtt.MQTTv311, manual_ack=True)
+                                  protocol=mqtt.MQTTv5 if share_group else mqtt.MQTTv311, manual_ack=True,
+                                  reconnect_on_failure=False)
+        self.link = BrokerLink(self.client, brokers or [(host, port)])
         if username:
             self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self._connected = threading.Event()
+        self.client.on_disconnect = self._on_disconnect
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._worker = None
@@ -121,21 +123,20 @@ class ProviderService:
         }
 
     # ---- lifecycle ------------------------------------------------------------
+    @property
+    def brokers(self):
+        return self.link.nodes
+
+    @property
+    def host(self):
+        return self.link.address[0]
+
+    @property
+    def port(self):
+        return self.link.address[1]
+
     def start(self, timeout=10):
-        for i, (host, port) in enumerate(self.brokers):
-            try:
-                self.client.connect(host, port, keepalive=30)
-            except OSError:
-                if i == len(self.brokers) - 1:
-                    raise
-                log.warning("broker %s:%s unreachable, trying the next one", host, port)
-                continue
-            self.host, self.port = host, port
-            break
-        self.client.loop_start()
-        if not self._connected.wait(timeout):
-            self.client.loop_stop()
-            raise RuntimeError(f"provider could not connect to {self.host}:{self.port}")
+        self.link.start(timeout)
         self._stop.clear()
         self._inbox_thread = threading.Thread(target=self._inbox_loop, name="capshard-inbox", daemon=True)
         self._inbox_thread.start()
@@ -151,8 +152,7 @@ class ProviderService:
             if t is not None:
                 t.join(5)
         self._worker = self._inbox_thread = None
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.link.stop()
 
     def __enter__(self):
         return self.start()
@@ -176,8 +176,12 @@ class ProviderService:
             # We were away: births and acks sent meanwhile are lost. Every device
             # seen online again (its retained state) gets its full state anew.
             self._reconnected_at = time.time()
-            log.warning("provider reconnected to the broker: re-syncing devices as they show up")
-        self._connected.set()
+            log.warning("provider reconnected to the broker (%s:%s): re-syncing devices as they show up",
+                        self.host, self.port)
+        self.link.accepted()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.link.dropped()
 
     def _subscribe(self, client):
         """One filter per kind a device sends (wire.DEVICE_KINDS, what
