@@ -41,7 +41,7 @@ from .metrics import Metrics
 from .policy import PolicyError, StaticPolicy
 from .reconcile import ReconcileOptions, TokenBucket, backoff, full_state_ops, needs_changed
 from .store import (SUCCEEDED, TIMED_OUT, WORK_CHECK, WORK_REPLAN, WORK_SYNC, StaleWrite,
-                    StoreError)
+                    StoreError, StoreUnavailable)
 
 log = logging.getLogger("capshard.service")
 SHARED_SUB, STATE_SUB = 1, 2   # MQTT 5 subscription identifiers (shared group mode)
@@ -208,10 +208,11 @@ class ProviderService:
         self._inbox_wake.set()
 
     def _inbox_loop(self):
+        away_s = 0   # how long we last waited for an unreachable store
         while True:
-            self._inbox_wake.wait(0.5)
+            self._inbox_wake.wait(away_s or 0.5)
             self._inbox_wake.clear()
-            while self._inbox:
+            while self._inbox and not self._stop.is_set():
                 batch = []
                 while self._inbox and len(batch) < INBOX_BATCH:
                     batch.append(self._inbox.popleft())
@@ -219,20 +220,36 @@ class ProviderService:
                 # providers sharing a database take row locks in one order.
                 batch.sort(key=lambda m: m.topic.rsplit("/", 1)[0])
                 try:
-                    self.handle_messages(batch)
+                    held = self.handle_messages(batch)
                 except Exception:  # keep the inbox going whatever one batch did
                     log.exception("recording a batch of %d messages failed", len(batch))
                     # Still acknowledge them: unacknowledged QoS 1 messages hold
                     # the broker's in-flight window, and a full one stops delivery.
                     self._ack(batch)
+                    held = []
+                if held:
+                    # The store is away: keep them, unacknowledged, and try again
+                    # (1 s doubling to 10 s). Nothing is lost, and once the
+                    # broker's in-flight window is full it holds back the rest.
+                    self._inbox.extendleft(reversed(held))
+                    if not away_s:
+                        log.error("fleet store unreachable: holding %d messages until it is back", len(self._inbox))
+                    away_s = min(away_s * 2 or 1, 10)
+                    break
+                if away_s:
+                    log.warning("fleet store reachable again: recording the held messages")
+                    away_s = 0
             if self._stop.is_set():
                 return
 
     def handle_messages(self, messages):
         """Record these messages in one transaction, then acknowledge them to
         the broker. If the transaction fails, each is recorded on its own (one
-        bad message costs only itself)."""
+        bad message costs only itself). Returns the messages not recorded
+        because the store cannot be reached (not acknowledged: hand them in
+        again later); empty when all were taken."""
         post = self._post = []
+        held = []
         try:
             with self.store.batch():
                 device = None
@@ -242,14 +259,20 @@ class ProviderService:
                         self.store.flush_work()   # the previous device's, before this one's locks
                         device = this
                     self._handle(m)
+        except StoreUnavailable:
+            post.clear()
+            held = messages
         except StoreError as e:
             log.warning("batch of %d messages rolled back (%s): recording them one by one", len(messages), e)
             post.clear()
-            for m in messages:
+            for i, m in enumerate(messages):
                 mine = self._post = []
                 try:
                     with self.store.batch():
                         self._handle(m)
+                except StoreUnavailable:
+                    held = messages[i:]
+                    break
                 except StoreError as e1:
                     log.error("message on %s dropped: %s", m.topic, e1)
                     try:
@@ -262,9 +285,12 @@ class ProviderService:
             self._post = None
         for fn in post:
             fn()
-        self._ack(messages)
-        self.fleet.notify()
-        self._wake.set()
+        done = messages[:len(messages) - len(held)]
+        if done:
+            self._ack(done)
+            self.fleet.notify()
+            self._wake.set()
+        return held
 
     def _ack(self, messages):
         for m in messages:

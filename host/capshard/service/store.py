@@ -40,6 +40,12 @@ class StoreError(RuntimeError):
     """The store cannot be opened or used; the text says why."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (its connection is gone and a new one
+    failed). Nothing about the data is wrong: the same work can be done
+    again once it is back; the next transaction reconnects."""
+
+
 class StaleWrite(StoreError):
     """A desired-state write named a version that is no longer current."""
 
@@ -112,6 +118,9 @@ class _SqliteBackend:
     def lock_schema(self, cur):
         pass  # BEGIN IMMEDIATE already serialises writers
 
+    def lost(self):
+        return False  # a file: nothing to lose
+
     def close(self):
         self.conn.close()
 
@@ -125,14 +134,24 @@ class _PostgresBackend:
             from psycopg.rows import dict_row
         except ImportError:
             raise StoreError("PostgreSQL fleet store needs psycopg: pip install 'psycopg[binary]'") from None
+        self.url = url
+        self._connect = lambda: psycopg.connect(url, autocommit=True, row_factory=dict_row)
         try:
-            self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+            self.conn = self._connect()
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to PostgreSQL fleet store: {e}") from None
         self.errors = (psycopg.Error,)
 
+    def lost(self):
+        """Is the connection gone (server restarted, failed over, session killed)?"""
+        return self.conn.closed
+
     @contextmanager
     def transaction(self):
+        # A lost connection stays lost in psycopg: open a new one (a restarted
+        # or failed-over server behind the same DSN) before giving up.
+        if self.conn.closed:
+            self.conn = self._connect()
         with self.conn.transaction():
             with self.conn.cursor() as cur:
                 yield _Cursor(cur, "%s")
@@ -271,7 +290,7 @@ class _Joined:
         store = self.store
         if kind is not None and issubclass(kind, store.backend.errors):
             store._failed = error
-            raise StoreError(f"fleet store ({store.dialect}): {error}") from None
+            raise store.error(error) from None
         return False
 
 
@@ -313,7 +332,13 @@ class FleetStore:
                         self._cur = self._owner = None
                         self._events, self._work = [], {}
             except self.backend.errors as e:
-                raise StoreError(f"fleet store ({self.dialect}): {e}") from None
+                raise self.error(e) from None
+
+    def error(self, db_error):
+        """The StoreError for a database error: StoreUnavailable when the
+        connection went with it (the work can be done again later)."""
+        kind = StoreUnavailable if self.backend.lost() else StoreError
+        return kind(f"fleet store ({self.dialect}): {db_error}")
 
     def flush_work(self):
         """Write the work requests kept so far in this transaction now. A
@@ -354,7 +379,7 @@ class FleetStore:
             if self._failed is not None:
                 err, self._failed = self._failed, None
                 # raised inside the transaction: it rolls back
-                raise StoreError(f"fleet store ({self.dialect}): batch rolled back: {err}")
+                raise self.error(f"batch rolled back: {err}")
 
     def close(self):
         with self._lock:
