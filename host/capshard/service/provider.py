@@ -472,11 +472,19 @@ class ProviderService:
 
     # ---- the reconciler ---------------------------------------------------------
     def _work_loop(self):
+        store_away = False
         while not self._stop.is_set():
-            self._wake.wait(self.opts.tick_s)
+            self._wake.wait(1.0 if store_away else self.opts.tick_s)
             self._wake.clear()
             try:
                 self.reconcile_once()
+                if store_away:
+                    log.warning("reconciler: fleet store reachable again")
+                store_away = False
+            except StoreUnavailable as e:  # said once, tried again every second
+                if not store_away:
+                    log.error("reconciler: %s; waiting for it", e)
+                store_away = True
             except Exception as e:  # keep reconciling; the store or broker may come back
                 log.exception("reconciler pass failed")
                 try:
