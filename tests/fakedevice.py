@@ -28,6 +28,16 @@ class FakeDevice:
     def birth(self):
         self.send("birth", {"board": "bench", "fw": "t", "runtime": "cpython", "last_seq": 0, "caps": CAPS})
 
+    def apply(self, inst):
+        """Run ``inst`` as a device that applies every op: ack it, then
+        publish the resulting state (retained). Returns the profile."""
+        profile = {op["shard"]: op for op in inst["ops"]}
+        self.send("ack", {"id": inst["id"], "seq": inst["seq"], "status": "applied", "reason": "",
+                          "results": [{"shard": s, "op": "activate", "code": "activated", "reason": ""}
+                                      for s in profile]})
+        self.send("state", {"online": True, "seq": inst["seq"], "profile": profile, "shards": {}}, retain=True)
+        return profile
+
     def stop(self):
         self.client.loop_stop()
         self.client.disconnect()

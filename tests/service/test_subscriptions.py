@@ -45,11 +45,7 @@ def test_the_provider_receives_device_messages_once_and_never_its_own_instructio
         device.birth()
         inst = _wait_for(lambda: device.instructions and device.instructions[0])
         assert inst and inst["full"], "no full sync after the birth"
-        profile = {op["shard"]: op for op in inst["ops"]}
-        device.send("ack", {"id": inst["id"], "seq": inst["seq"], "status": "applied", "reason": "",
-                            "results": [{"shard": s, "op": "activate", "code": "activated", "reason": ""}
-                                        for s in profile]})
-        device.send("state", {"online": True, "seq": inst["seq"], "profile": profile, "shards": {}}, retain=True)
+        device.apply(inst)
         assert svc.fleet.wait_until(lambda f: f.instructions[inst["id"]].state == "SUCCEEDED", 10)
         assert _wait_for(lambda: any(m.topic.endswith("/state") for m in delivered))
         time.sleep(0.3)   # room for any late delivery to show
