@@ -44,7 +44,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, os.path.join(ROOT, "host"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "service"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import cbor2  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
@@ -392,11 +392,11 @@ def main():
             sniffer.stop()
         run_ceiling(work, broker, keys, sniffer.recipe(), r1, r1_cpu)
 
-        from conftest import _fresh_pg_db, _PgServer   # the service tests' private PostgreSQL
-        pg = _PgServer().start()
+        from pgserver import PgServer, fresh_db   # the tests' private PostgreSQL
+        pg = PgServer().start()
         rates, per_cpu = {}, {}
         for n, label in ((1, "pg1"), (2, "pg2"), (4, "pg4")):
-            rates[n], per_cpu[n] = run_config(work, broker, keys, _fresh_pg_db(pg), n, "dsa", label)
+            rates[n], per_cpu[n] = run_config(work, broker, keys, fresh_db(pg), n, "dsa", label)
         s2, s4 = rates[2] / rates[1], rates[4] / rates[1]
         print(f"[postgresql] speed-up over one process: 2 processes {s2:.2f}x, 4 processes {s4:.2f}x "
               f"({os.cpu_count()} CPU cores for providers, devices, broker and database together)")
