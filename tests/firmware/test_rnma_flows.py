@@ -52,7 +52,7 @@ kept = [t.get(slots[i], 11) for i in range(6, 70)]  # _F_MAXLEN: each flow's own
 print(json.dumps([room, len(t), t.evicted, kept == [100 + i for i in range(6, 70)], len(t.keys), len(t.a)]))
 """
     room, size, evicted, intact, nkeys, nfields = fw.run_json(code)
-    assert room == [8, 16, 32, 64]
+    assert room == [4, 8, 16, 32, 64]
     assert size == 64 and evicted == 6 and intact
     assert nkeys == 64 and nfields == 64 * 32
 

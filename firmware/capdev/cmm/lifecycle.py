@@ -76,4 +76,4 @@ class Lifecycle:
 
     def is_live(self):
         """True while the shard holds code and resources (counts against budgets)."""
-        return self.state not in (ABSENT, BROKEN)
+        return self.state != ABSENT and self.state != BROKEN

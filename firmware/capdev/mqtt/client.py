@@ -50,10 +50,10 @@ class MqttClient:
         self.clean_after_outage = clean_session if clean_after_outage is None else clean_after_outage
         if not client_id and not (clean_session and self.clean_after_outage):
             raise P.MqttProtocolError("an empty client id needs clean sessions")
-        # Both CONNECT variants are built now: bad settings fail at construction.
-        self._connect_clean = P.encode_connect(client_id, user, password, True, keepalive, will)
-        self._connect_kept = P.encode_connect(
-            client_id, user, password, False, keepalive, will) if client_id else None
+        # The CONNECT is built now, so bad settings fail at construction. One
+        # packet is kept: a persistent session's differs only in one flag
+        # (connect.connect_packet).
+        self._connect = P.encode_connect(client_id, user, password, True, keepalive, will)
         self.connect_timeout_ms = connect_timeout_ms
         self.retransmit_ms = retransmit_ms
         self.ping_interval_ms = ping_interval_ms or max(keepalive * 250, 100)

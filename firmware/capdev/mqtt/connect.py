@@ -56,13 +56,28 @@ async def handshake(c, clean):
     t = c.connect_timeout_ms / 1000
     c._reader, c._writer = await asyncio.wait_for(
         asyncio.open_connection(c.host, c.port, ssl=c.ssl), t)
-    if not await c._send(c._connect_clean if clean else c._connect_kept, conn):
+    if not await c._send(connect_packet(c, clean), conn):
         raise MqttError(c._lost or "CONNECT not sent")
     ack = await asyncio.wait_for(read_connack(c), t)
     if ack.code:
         raise MqttError("connection refused: %s (code %d)"
                         % (P.CONNACK_REASONS.get(ack.code, "reserved code"), ack.code))
     return ack
+
+
+def connect_packet(c, clean):
+    """The CONNECT to send. The client holds the clean-session one; for a
+    session the broker keeps, a copy with that flag (0x02 of the connect
+    flags, spec 3.1.2.4) cleared."""
+    pkt = c._connect
+    if clean:
+        return pkt
+    pkt = bytearray(pkt)
+    at = 1
+    while pkt[at] & 0x80:  # the remaining length takes 1 to 4 bytes
+        at += 1
+    pkt[at + 8] &= ~0x02  # after it: name length (2), "MQTT" (4), level (1), flags
+    return pkt
 
 
 async def read_connack(c):

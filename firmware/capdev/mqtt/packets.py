@@ -36,6 +36,77 @@ class MqttProtocolError(ValueError):
         return self.args[0] if self.args else ""
 
 
+# Reasons for MqttProtocolError: line n of _REASONS for error number n, with
+# "%s"/"%d" filled in by _error(). One string constant: as ~30 separate
+# messages they were a heap object each on a board (~1 KiB).
+_E_LENGTH_RANGE = const(0)
+_E_LENGTH_LONG = const(1)
+_E_NOT_UTF8 = const(2)
+_E_NOT_STR = const(3)
+_E_NUL = const(4)
+_E_TOO_LONG = const(5)
+_E_PAYLOAD_TYPE = const(6)
+_E_QOS = const(7)
+_E_PID_RANGE = const(8)
+_E_TOPIC_EMPTY = const(9)
+_E_TOPIC_WILDCARD = const(10)
+_E_QOS0_PID = const(11)
+_E_QOS0_DUP = const(12)
+_E_PID_ZERO = const(13)
+_E_UNEXPECTED_TYPE = const(14)
+_E_RESERVED_FLAGS = const(15)
+_E_PINGRESP_LENGTH = const(16)
+_E_CONNACK_LENGTH = const(17)
+_E_CONNACK_FLAGS = const(18)
+_E_CONNACK_SESSION = const(19)
+_E_SUBACK_SHORT = const(20)
+_E_SUBACK_CODE = const(21)
+_E_ACK_LENGTH = const(22)
+_E_PUBLISH_QOS3 = const(23)
+_E_PUBLISH_QOS2 = const(24)
+_E_PUBLISH_DUP = const(25)
+_E_PUBLISH_SHORT = const(26)
+_E_PUBLISH_TOPIC = const(27)
+_E_PACKET_SIZE = const(28)
+_REASONS = (
+    "remaining length %d out of range\n"
+    "remaining length longer than 4 bytes\n"
+    "%s is not valid UTF-8\n"
+    "%s must be str\n"
+    "%s contains U+0000\n"
+    "%s longer than 65535 bytes\n"
+    "payload must be bytes or str\n"
+    "%s QoS must be 0 or 1 (QoS 2 is not supported)\n"
+    "packet id must be 1..65535\n"
+    "topic is empty\n"
+    "topic name contains a wildcard\n"
+    "QoS 0 publish has no packet id\n"
+    "DUP must be 0 for QoS 0\n"
+    "packet id 0\n"
+    "unexpected packet type %d from broker\n"
+    "reserved flags set on packet type %d\n"
+    "PINGRESP length must be 0\n"
+    "CONNACK length must be 2\n"
+    "CONNACK reserved flags set\n"
+    "refused CONNACK claims a session\n"
+    "SUBACK too short\n"
+    "SUBACK return code 0x%02x invalid\n"
+    "packet type %d length must be 2\n"
+    "PUBLISH QoS 3\n"
+    "PUBLISH QoS 2 is not supported\n"
+    "DUP set on QoS 0 PUBLISH\n"
+    "PUBLISH too short\n"
+    "PUBLISH topic runs past the packet\n"
+    "packet of %d bytes exceeds the %d-byte limit"
+)
+
+
+def _error(n, args=None):
+    """The MqttProtocolError for reason ``n`` (an _E_ number)."""
+    text = _REASONS.split("\n")[n]
+    return MqttProtocolError(text if args is None else text % args)
+
+
 class Packet:
     """One decoded packet from the broker; only the fields of its type are set."""
 
@@ -55,7 +126,7 @@ class Packet:
 # ---- remaining length (spec 2.2.3) ------------------------------------------
 def encode_length(n):
     if n < 0 or n > _MAX_REMAINING:
-        raise MqttProtocolError("remaining length %d out of range" % n)
+        raise _error(_E_LENGTH_RANGE, n)
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -81,7 +152,7 @@ def decode_length(buf, offset=0, end=None):
         if not byte & 0x80:
             return value, i - offset
         if i - offset >= 4:
-            raise MqttProtocolError("remaining length longer than 4 bytes")
+            raise _error(_E_LENGTH_LONG)
         shift += 7
     return None
 
@@ -96,13 +167,13 @@ def _utf8(s, what):
         try:
             s = b.decode()
         except UnicodeError:
-            raise MqttProtocolError(what + " is not valid UTF-8")
+            raise _error(_E_NOT_UTF8, what)
     else:
-        raise MqttProtocolError(what + " must be str")
+        raise _error(_E_NOT_STR, what)
     if "\x00" in s:
-        raise MqttProtocolError(what + " contains U+0000")
+        raise _error(_E_NUL, what)
     if len(b) > 65535:
-        raise MqttProtocolError(what + " longer than 65535 bytes")
+        raise _error(_E_TOO_LONG, what)
     return b
 
 
@@ -113,26 +184,26 @@ def _payload(payload):
         return payload
     if payload is None:
         return b""
-    raise MqttProtocolError("payload must be bytes or str")
+    raise _error(_E_PAYLOAD_TYPE)
 
 
 def _check_qos(qos, what):
-    if qos not in (0, 1):
-        raise MqttProtocolError(what + " QoS must be 0 or 1 (QoS 2 is not supported)")
+    if qos != 0 and qos != 1:
+        raise _error(_E_QOS, what)
 
 
 def _check_pid(pid):
     if not isinstance(pid, int) or pid < 1 or pid > 65535:
-        raise MqttProtocolError("packet id must be 1..65535")
+        raise _error(_E_PID_RANGE)
 
 
 def _check_topic_name(topic):
     # Topic names (not filters) carry no wildcards and are not empty (spec 4.7).
     b = _utf8(topic, "topic")
     if not b:
-        raise MqttProtocolError("topic is empty")
+        raise _error(_E_TOPIC_EMPTY)
     if b"+" in b or b"#" in b:
-        raise MqttProtocolError("topic name contains a wildcard")
+        raise _error(_E_TOPIC_WILDCARD)
     return b
 
 
@@ -144,9 +215,9 @@ def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=None):
     p = _payload(payload)
     if qos == 0:
         if pid:
-            raise MqttProtocolError("QoS 0 publish has no packet id")
+            raise _error(_E_QOS0_PID)
         if dup:
-            raise MqttProtocolError("DUP must be 0 for QoS 0")
+            raise _error(_E_QOS0_DUP)
     else:
         _check_pid(pid)
     first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
@@ -178,7 +249,7 @@ def encode_puback(pid):
 def _pid_at(body, i):
     pid = (body[i] << 8) | body[i + 1]
     if pid == 0:
-        raise MqttProtocolError("packet id 0")
+        raise _error(_E_PID_ZERO)
     return pid
 
 
@@ -190,36 +261,36 @@ def decode_packet(first, body):
     if ptype == PUBLISH:
         return _decode_publish(flags, body)
     if ptype not in (CONNACK, PUBACK, SUBACK, UNSUBACK, PINGRESP):
-        raise MqttProtocolError("unexpected packet type %d from broker" % ptype)
+        raise _error(_E_UNEXPECTED_TYPE, ptype)
     if flags:
-        raise MqttProtocolError("reserved flags set on packet type %d" % ptype)
+        raise _error(_E_RESERVED_FLAGS, ptype)
     p = Packet(ptype)
     if ptype == PINGRESP:
         if n:
-            raise MqttProtocolError("PINGRESP length must be 0")
+            raise _error(_E_PINGRESP_LENGTH)
     elif ptype == CONNACK:
         if n != 2:
-            raise MqttProtocolError("CONNACK length must be 2")
+            raise _error(_E_CONNACK_LENGTH)
         if body[0] & 0xFE:
-            raise MqttProtocolError("CONNACK reserved flags set")
+            raise _error(_E_CONNACK_FLAGS)
         p.session_present = bool(body[0] & 1)
         p.code = body[1]
         if p.code and p.session_present:
-            raise MqttProtocolError("refused CONNACK claims a session")
+            raise _error(_E_CONNACK_SESSION)
     elif ptype == SUBACK:
         if n < 3:
-            raise MqttProtocolError("SUBACK too short")
+            raise _error(_E_SUBACK_SHORT)
         p.pid = _pid_at(body, 0)
         granted = []
         for i in range(2, n):
             code = body[i]
             if code not in (0, 1, 2, SUBACK_FAILURE):
-                raise MqttProtocolError("SUBACK return code 0x%02x invalid" % code)
+                raise _error(_E_SUBACK_CODE, code)
             granted.append(code)
         p.granted = granted
     else:  # PUBACK, UNSUBACK
         if n != 2:
-            raise MqttProtocolError("packet type %d length must be 2" % ptype)
+            raise _error(_E_ACK_LENGTH, ptype)
         p.pid = _pid_at(body, 0)
     return p
 
@@ -227,19 +298,19 @@ def decode_packet(first, body):
 def _decode_publish(flags, body):
     qos = (flags >> 1) & 3
     if qos == 3:
-        raise MqttProtocolError("PUBLISH QoS 3")
+        raise _error(_E_PUBLISH_QOS3)
     if qos == 2:
-        raise MqttProtocolError("PUBLISH QoS 2 is not supported")
+        raise _error(_E_PUBLISH_QOS2)
     dup = bool(flags & 0x08)
     if dup and not qos:
-        raise MqttProtocolError("DUP set on QoS 0 PUBLISH")
+        raise _error(_E_PUBLISH_DUP)
     n = len(body)
     if n < 2:
-        raise MqttProtocolError("PUBLISH too short")
+        raise _error(_E_PUBLISH_SHORT)
     tlen = (body[0] << 8) | body[1]
     i = 2 + tlen
     if i + (2 if qos else 0) > n:
-        raise MqttProtocolError("PUBLISH topic runs past the packet")
+        raise _error(_E_PUBLISH_TOPIC)
     p = Packet(PUBLISH)
     p.topic = _check_topic_name(bytes(body[2:i])).decode()
     if qos:
@@ -300,13 +371,19 @@ class Parser:
         rem, nlen = got
         total = 1 + nlen + rem
         if total > self.max_packet_size:
-            raise MqttProtocolError(
-                "packet of %d bytes exceeds the %d-byte limit" % (total, self.max_packet_size))
+            raise _error(_E_PACKET_SIZE, (total, self.max_packet_size))
         if end - pos < total:
             return None
         first = buf[pos]
         body = memoryview(buf)[pos + 1 + nlen:pos + total]
-        self._pos = pos + total
+        if pos + total == end:
+            # All taken: the next bytes go to a new buffer, and this one
+            # (as large as the largest packet) goes once decoded, which
+            # copies what it keeps.
+            self._buf = bytearray()
+            self._pos = 0
+        else:
+            self._pos = pos + total
         return decode_packet(first, body)
 
 

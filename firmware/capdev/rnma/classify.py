@@ -132,19 +132,12 @@ def _dscp_class(d):
         return _NETWORK_CONTROL  # CS6, CS7
     return None
 
-_STRONG_SIGS = (
-    (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA, _LOW_PRIORITY, 95, _WHY_P2P),
-    (dpi.SIG_WIREGUARD | dpi.SIG_TAILSCALE | dpi.SIG_OPENVPN, _TUNNEL, 90, _WHY_VPN),
-    (dpi.SIG_RAKNET, _INTERACTIVE, 90, _WHY_GAME),
-    (dpi.SIG_TEAMSPEAK | dpi.SIG_DISCORD, _TELEPHONY, 85, _WHY_VOICE_CHAT),
-    (dpi.SIG_RTMP, _STREAMING, 90, _WHY_RTMP),
-    (dpi.SIG_HTTP_MEDIA, _STREAMING, 85, _WHY_HTTP_MEDIA),
-    (dpi.SIG_HTTP_DOWNLOAD, BULK, 85, _WHY_HTTP_DOWNLOAD),
-    (dpi.SIG_DNS, _NETWORK_CONTROL, 95, _WHY_DNS),
-    (dpi.SIG_SIP, _SIGNALING, 85, _WHY_SIP),
-    (dpi.SIG_SSH, _OAM, 75, _WHY_SSH),
-)
 _WEB = dpi.SIG_TLS | dpi.SIG_HTTP | dpi.SIG_QUIC
+
+
+def _conf(ev):
+    """The confidence in evidence packed by Classifier._evidence."""
+    return (ev >> 8) & 255
 
 
 class Classifier:
@@ -198,6 +191,14 @@ class Classifier:
     def classify(self, t, slot, p2p=False):
         """(class index, confidence, reason: a _WHY_ number) for one flow of
         FlowTable `t`."""
+        ev = self._evidence(t, slot, p2p)
+        return ev & 255, (ev >> 8) & 255, ev >> 16
+
+    def _evidence(self, t, slot, p2p):
+        # The winning evidence as one int, class | confidence << 8 | reason
+        # << 16 (like the table's _F_HINT and _F_CLS). Its constants fold
+        # into plain ints; as (class, confidence, reason) triples they were
+        # 23 tuples on the heap of a board (~1.5 KiB).
         a = t.a
         b = slot * _NFIELDS
         st = a[b + _F_STATE]
@@ -214,75 +215,100 @@ class Classifier:
             cport, sport = lport, hport
         else:
             cport, sport = hport, lport
-        best_c, best_conf, why = _STANDARD, 30, _WHY_DEFAULT
+        best = _STANDARD | 30 << 8 | _WHY_DEFAULT << 16
 
-        hint = a[b + _F_HINT]
+        hint = a[b + _F_HINT]  # (conf << 8) | class+1
         if hint:
-            best_c, best_conf, why = (hint & 255) - 1, hint >> 8, _WHY_DATA_CHANNEL
+            best = (hint - 1) | _WHY_DATA_CHANNEL << 16
 
-        for mask, c, conf, reason in _STRONG_SIGS:
-            if sigs & mask and conf > best_conf:
-                best_c, best_conf, why = c, conf, reason
+        # The strongest payload signature: highest confidence first, on a
+        # tie the one written first.
+        if sigs & (dpi.SIG_BITTORRENT | dpi.SIG_DHT | dpi.SIG_GNUTELLA):
+            ev = _LOW_PRIORITY | 95 << 8 | _WHY_P2P << 16
+        elif sigs & dpi.SIG_DNS:
+            ev = _NETWORK_CONTROL | 95 << 8 | _WHY_DNS << 16
+        elif sigs & (dpi.SIG_WIREGUARD | dpi.SIG_TAILSCALE | dpi.SIG_OPENVPN):
+            ev = _TUNNEL | 90 << 8 | _WHY_VPN << 16
+        elif sigs & dpi.SIG_RAKNET:
+            ev = _INTERACTIVE | 90 << 8 | _WHY_GAME << 16
+        elif sigs & dpi.SIG_RTMP:
+            ev = _STREAMING | 90 << 8 | _WHY_RTMP << 16
+        elif sigs & (dpi.SIG_TEAMSPEAK | dpi.SIG_DISCORD):
+            ev = _TELEPHONY | 85 << 8 | _WHY_VOICE_CHAT << 16
+        elif sigs & dpi.SIG_HTTP_MEDIA:
+            ev = _STREAMING | 85 << 8 | _WHY_HTTP_MEDIA << 16
+        elif sigs & dpi.SIG_HTTP_DOWNLOAD:
+            ev = BULK | 85 << 8 | _WHY_HTTP_DOWNLOAD << 16
+        elif sigs & dpi.SIG_SIP:
+            ev = _SIGNALING | 85 << 8 | _WHY_SIP << 16
+        elif sigs & dpi.SIG_SSH:
+            ev = _OAM | 75 << 8 | _WHY_SSH << 16
+        else:
+            ev = 0
+        if _conf(ev) > _conf(best):
+            best = ev
         weak = a[b + _F_WEAK]
-        if sigs & dpi.SIG_UTP and weak >= 3 and 60 > best_conf:
-            best_c, best_conf, why = _LOW_PRIORITY, 60, _WHY_UTP
+        if sigs & dpi.SIG_UTP and weak >= 3 and 60 > _conf(best):
+            best = _LOW_PRIORITY | 60 << 8 | _WHY_UTP << 16
 
         nc = a[b + _F_NAME] & 255
         name_c = nc - 1 if nc else None
-        if proto in (6, 17):
+        if proto == 6 or proto == 17:
             port = self.port_class(proto, sport) or self.port_class(proto, cport)
         else:
             port = self.port_class(proto, 0)
         port_c = port[0] if port else None
 
         media = (sigs & (dpi.SIG_STUN | dpi.SIG_DTLS) or (sigs & dpi.SIG_RTP and weak >= 2))
-        if media and best_conf < 85:
+        if media and _conf(best) < 85:
             # Real-time media. Which kind: a name or port that says so, else
             # the packet sizes (audio frames are small, video frames large).
-            if name_c in (_TELEPHONY, _CONFERENCING):
-                c, conf, reason = name_c, 90, _WHY_MEDIA_NAME
-            elif port_c in (_TELEPHONY, _CONFERENCING):
-                c, conf, reason = port_c, 88, _WHY_MEDIA_PORT
+            if name_c == _TELEPHONY or name_c == _CONFERENCING:
+                ev = name_c | 90 << 8 | _WHY_MEDIA_NAME << 16
+            elif port_c == _TELEPHONY or port_c == _CONFERENCING:
+                ev = port_c | 88 << 8 | _WHY_MEDIA_PORT << 16
             elif sigs & dpi.SIG_RTP_AUDIO and not sigs & dpi.SIG_RTP_VIDEO:
-                c, conf, reason = _TELEPHONY, 85, _WHY_RTP_AUDIO
+                ev = _TELEPHONY | 85 << 8 | _WHY_RTP_AUDIO << 16
             elif (sigs & dpi.SIG_RTP_VIDEO or mean >= self.video_mean
                   or a[b + _F_LARGE] * 10 >= pk):
-                c, conf, reason = _CONFERENCING, 80, _WHY_MEDIA_VIDEO
+                ev = _CONFERENCING | 80 << 8 | _WHY_MEDIA_VIDEO << 16
             else:
-                c, conf, reason = _TELEPHONY, 80, _WHY_MEDIA_AUDIO
-            if conf > best_conf:
-                best_c, best_conf, why = c, conf, reason
+                ev = _TELEPHONY | 80 << 8 | _WHY_MEDIA_AUDIO << 16
+            if _conf(ev) > _conf(best):
+                best = ev
 
-        if name_c is not None and 85 > best_conf:
-            best_c, best_conf, why = name_c, 85, _WHY_NAME
-        if port is not None and port[1] > best_conf:
-            best_c, best_conf, why = port_c, port[1], _WHY_PORT
+        if name_c is not None and 85 > _conf(best):
+            best = name_c | 85 << 8 | _WHY_NAME << 16
+        if port is not None and port[1] > _conf(best):
+            best = port_c | port[1] << 8 | _WHY_PORT << 16
 
-        dscp_c = _dscp_class(a[b + _F_DSCP]) if 40 > best_conf else None
+        dscp_c = _dscp_class(a[b + _F_DSCP]) if 40 > _conf(best) else None
         if dscp_c is not None:
-            best_c, best_conf, why = dscp_c, 40, _WHY_DSCP
+            best = dscp_c | 40 << 8 | _WHY_DSCP << 16
 
         # Behaviour. qosify: sustained >bulk_pps is bulk.
-        if a[b + _F_RUNS] >= self.bulk_s and 60 > best_conf and best_c not in (_STREAMING, _CONFERENCING, _TUNNEL):
-            best_c, best_conf, why = BULK, 60, _WHY_RATE
-        if best_conf >= 45:
-            return best_c, best_conf, why
+        best_c = best & 255
+        if (a[b + _F_RUNS] >= self.bulk_s and 60 > _conf(best) and best_c != _STREAMING
+                and best_c != _CONFERENCING and best_c != _TUNNEL):
+            best = BULK | 60 << 8 | _WHY_RATE << 16
+        if _conf(best) >= 45:
+            return best
         lo = pup if pup < pdn else pdn
         hi = pk - lo
         if proto == 17:
             if pk >= 10 and lo * 10 <= hi and mean >= 400:
-                return _STREAMING, 55, _WHY_ONE_WAY
+                return _STREAMING | 55 << 8 | _WHY_ONE_WAY << 16
             if sigs & dpi.SIG_QUIC:
                 if a[b + _F_BDN] >= 100000 and pdn >= 5 * pup and a[b + _F_LARGE] * 2 >= pk:
-                    return _STREAMING, 45, _WHY_QUIC_DOWNLOAD
-                return best_c, best_conf, why
+                    return _STREAMING | 45 << 8 | _WHY_QUIC_DOWNLOAD << 16
+                return best
         if p2p and cport >= 1024 and sport >= 1024 and not sigs & _WEB:
-            return _LOW_PRIORITY, 55, _WHY_P2P_PEER
+            return _LOW_PRIORITY | 55 << 8 | _WHY_P2P_PEER << 16
         if proto == 17 and mean < self.small_mean and not sigs & _WEB:
             if (dur >= self.call_min_ms and lo >= 5 and lo * 2 >= hi
                     and pk * 1000 >= 8 * dur):
-                return _TELEPHONY, 45, _WHY_CALL
-            return _INTERACTIVE, 42, _WHY_SMALL
-        if proto == 17 and lo and not sigs & _WEB and 35 > best_conf:
-            return _INTERACTIVE, 35, _WHY_TWO_WAY
-        return best_c, best_conf, why
+                return _TELEPHONY | 45 << 8 | _WHY_CALL << 16
+            return _INTERACTIVE | 42 << 8 | _WHY_SMALL << 16
+        if proto == 17 and lo and not sigs & _WEB and 35 > _conf(best):
+            return _INTERACTIVE | 35 << 8 | _WHY_TWO_WAY << 16
+        return best

@@ -2,7 +2,8 @@
 # (in dpi_names.py, reached through this module) names from TLS SNI, gQUIC
 # SNI and HTTP Host, DNS answers and FTP data-channel announcements.
 # Every parser is bounds-checked and returns None/0 on malformed input; the
-# caller counts those as "malformed" and carries on.
+# caller counts those as "malformed" and carries on. Small membership tests
+# are comparisons: a constant tuple is a heap object on a board.
 from capdev.platform import const
 
 # Signature bits (flow F_SIGS bitmask).
@@ -48,7 +49,7 @@ def signature(p, proto, sport, dport, up):
     if proto == 6:
         if n >= 6 and b0 == 0x16 and p[1] == 3 and p[2] <= 4:
             sig = SIG_TLS | (SIG_TLS_CLIENT_HELLO if p[5] == 1 else 0)
-        elif n >= 6 and b0 in (0x14, 0x15, 0x17) and p[1] == 3 and p[2] <= 4:
+        elif n >= 6 and (b0 == 0x14 or b0 == 0x15 or b0 == 0x17) and p[1] == 3 and p[2] <= 4:
             sig = SIG_TLS
         elif p.startswith(b"\x13BitTorrent protocol"):
             sig = SIG_BITTORRENT
@@ -62,7 +63,7 @@ def signature(p, proto, sport, dport, up):
             sig = SIG_RTMP  # C0 version byte + 1536-byte C1
         elif n >= 14 and _u16(p, 0) == n - 2:
             # 2-byte length framing: RTP over TCP (RFC 4571), DNS over TCP, OpenVPN over TCP.
-            if p[2] in (0x80, 0x90) and _rtp_pt_ok(p[3] & 0x7F):
+            if (p[2] == 0x80 or p[2] == 0x90) and _rtp_pt_ok(p[3] & 0x7F):
                 sig = SIG_RTP | _rtp_kind(p[3] & 0x7F)
             elif p[2] >> 3 in (7, 8, 10) and (sport == 1194 or dport == 1194 or n > 40):
                 sig = SIG_OPENVPN
@@ -75,17 +76,17 @@ def signature(p, proto, sport, dport, up):
         return 0
     if n >= 20 and p[4:8] == b"\x21\x12\xa4\x42" and b0 < 2 and _u16(p, 2) + 20 == n:
         return SIG_STUN
-    if (n >= 20 and b0 < 2 and _u16(p, 2) + 20 == n and p[1] in (1, 0x11)
-            and (sport in (3478, 19302) or dport in (3478, 19302))):
+    if (n >= 20 and b0 < 2 and _u16(p, 2) + 20 == n and (p[1] == 1 or p[1] == 0x11)
+            and (sport == 3478 or sport == 19302 or dport == 3478 or dport == 19302)):
         return SIG_STUN  # classic STUN (RFC 3489), no cookie
-    if n >= 13 and b0 in (0x14, 0x15, 0x16, 0x17) and p[1] == 0xFE and p[2] in (0xFF, 0xFD):
+    if n >= 13 and 0x14 <= b0 <= 0x17 and p[1] == 0xFE and (p[2] == 0xFF or p[2] == 0xFD):
         return SIG_DTLS
     if n >= 12 and b0 & 0xC0 == 0x80:
         pt = p[1] & 0x7F
         if 72 <= pt <= 76 and p[1] & 0x80:
             return SIG_RTP  # RTCP SR/RR/SDES/BYE/APP (PT 200-204)
         # RTP from an endpoint: no padding, no contributing sources.
-        if b0 in (0x80, 0x90) and _rtp_pt_ok(pt):
+        if (b0 == 0x80 or b0 == 0x90) and _rtp_pt_ok(pt):
             return SIG_RTP | _rtp_kind(pt)
     v = 9 if b0 & 0x08 else 1  # gQUIC: version after an optional 8-byte connection id
     if b0 & 0x01 and n >= v + 4 and p[v] == 0x51 and p[v + 1:v + 4] in (

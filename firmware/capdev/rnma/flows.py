@@ -1,7 +1,7 @@
 # Bounded flow table. Per-flow state lives in one int32 array (struct-of-arrays)
 # so 64 flows cost 8 KiB on a microcontroller instead of one object with a dict
 # each. The array starts with room for a few flows and doubles as flows come,
-# up to the bound: a device with two flows pays for eight, not sixty-four. Flows are keyed by a canonical 5-tuple so both
+# up to the bound: a device with two flows pays for four, not sixty-four. Flows are keyed by a canonical 5-tuple so both
 # directions meet in one slot; "up" is the client (initiator) side.
 from array import array
 
@@ -49,7 +49,7 @@ _ST_SYN_SEEN = const(4)
 _ST_SYNACK_SEEN = const(8)
 _ST_NEW = const(16)         # created by this update (cleared by the caller)
 
-_FIRST_SLOTS = const(8)  # room the table starts with; it doubles up to `size`
+_FIRST_SLOTS = const(4)  # room the table starts with (0.5 KiB); it doubles up to `size`
 
 _SMALL_LEN = const(200)
 _LARGE_LEN = const(1000)
@@ -210,8 +210,10 @@ class FlowTable:
         a = self.a
         for slot in self.index.values():
             b = slot * _NFIELDS
-            for f in (_F_FIRST, _F_LAST, _F_WSTART, _F_HS):
-                a[b + f] -= d
+            a[b + _F_FIRST] -= d
+            a[b + _F_LAST] -= d
+            a[b + _F_WSTART] -= d
+            a[b + _F_HS] -= d
 
     def account(self, slot, up, length, now, dscp):
         """Count one packet of `length` IP bytes; update rate, size and timing shape."""

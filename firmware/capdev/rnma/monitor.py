@@ -37,8 +37,7 @@ _NFIELDS = const(32)
 _ST_CLIENT_LOW = const(1)
 _ST_NEW = const(16)
 
-_DPI_PACKETS = const(10)  # payload packets inspected per flow (control channels: all)
-_CONTROL_PORTS = (21, 53)
+_DPI_PACKETS = const(10)  # payload packets inspected per flow (control channels, FTP and DNS: all)
 _MAX_GAP_MS = const(86400000)
 _REBASE_MS = 1 << 30
 _KINDS = ("unknown-link", "non-ip", "fragment", "malformed-packet", "malformed-dns",
@@ -146,8 +145,8 @@ class Monitor:
         t.account(slot, up, length, now, dscp)
         if proto == pk.TCP:
             t.tcp_handshake(slot, up, flags, now)
-        if len(payload) and (a[b + _F_DPI] < _DPI_PACKETS or sport in _CONTROL_PORTS
-                             or dport in _CONTROL_PORTS):
+        if len(payload) and (a[b + _F_DPI] < _DPI_PACKETS or sport == 21 or sport == 53
+                             or dport == 21 or dport == 53):
             a[b + _F_DPI] += 1
             try:
                 self._inspect(slot, up, proto, src, sport, dst, dport, payload, now)
@@ -191,7 +190,7 @@ class Monitor:
         server, sport_ = (src, sport) if swap else (dst, dport)
         client_port = dport if swap else sport
         self._name_new(slot, server, sport_)
-        if proto in (6, 17) and sport_ >= 1024 and client_port >= 1024 and a[b + _F_HINT] == 0:
+        if (proto == 6 or proto == 17) and sport_ >= 1024 and client_port >= 1024 and a[b + _F_HINT] == 0:
             if self.classifier.port_class(proto, sport_) is None:
                 self._p2p_count(now)
         return not swap

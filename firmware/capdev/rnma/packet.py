@@ -1,6 +1,8 @@
 # Link, network and transport decoding without copies: frames in, one tuple out.
 # parse() returns (proto, src, sport, dst, dport, ip_len, dscp, tcp_flags,
 # payload memoryview, frag) or a short reason string for a frame it skips.
+# Membership tests are written as comparisons: a constant tuple is a heap
+# object on a board, a comparison stays in flash.
 from capdev.platform import const
 
 TCP = const(6)
@@ -32,7 +34,7 @@ def _ethertype_at(frame, off, end):
     # Ethertype at `off`, stepping over VLAN/QinQ tags; returns (type, next offset).
     et = (frame[off] << 8) | frame[off + 1]
     off += 2
-    while et in (0x8100, 0x88A8, 0x9100) and off + 4 <= end:
+    while (et == 0x8100 or et == 0x88A8 or et == 0x9100) and off + 4 <= end:
         et = (frame[off + 2] << 8) | frame[off + 3]
         off += 4
     if et == 0x8864 and off + 8 <= end:  # PPPoE session: PPP protocol after 6 bytes
@@ -57,19 +59,19 @@ def parse(linktype, frame):
         if end < 20:
             return "truncated linux-cooked-v2 header"
         et, off = (frame[0] << 8) | frame[1], 20
-    elif linktype in (RAW, RAW4, RAW6, 12, 14):
+    elif linktype == RAW or linktype == RAW4 or linktype == RAW6 or linktype == 12 or linktype == 14:
         if end < 1:
             return "empty raw IP frame"
         et, off = (0x0800 if frame[0] >> 4 == 4 else 0x86DD), 0
-    elif linktype in (NULL, LOOP):
+    elif linktype == NULL or linktype == LOOP:
         if end < 4:
             return "truncated loopback header"
         fam = frame[0] | frame[3]  # host order differs between writers
         et, off = (0x0800 if fam == 2 else 0x86DD), 4
-    elif linktype in (PPP, CHDLC):
+    elif linktype == PPP or linktype == CHDLC:
         if end < 4:
             return "truncated PPP/HDLC header"
-        if frame[0] in (0x0F, 0x8F):  # Cisco HDLC carries an ethertype
+        if frame[0] == 0x0F or frame[0] == 0x8F:  # Cisco HDLC carries an ethertype
             et, off = (frame[2] << 8) | frame[3], 4
         else:
             off = 2 if frame[0] == 0xFF and frame[1] == 0x03 else 0
@@ -113,7 +115,7 @@ def _ipv6(frame, mv, off, end, depth):
     ip_end = min(off + total, end)
     p = off + 40
     frag = 0
-    while nh in (0, 43, 44, 60, 51):
+    while nh == 0 or nh == 43 or nh == 44 or nh == 60 or nh == 51:
         if p + 8 > ip_end:
             return "truncated IPv6 extension header"
         if nh == 44:
