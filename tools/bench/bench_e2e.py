@@ -21,6 +21,10 @@ an observer.
 A sample is ack time (as the provider recorded it, ``acked_at``) minus the
 report's send time (the device's wall clock; same machine).
 Last line: ``e2e: devices=1000 p50_ms=A p99_ms=B``.
+
+``--smoke`` runs the same steps at 1 and 10 devices for a few seconds: a
+check that the bench works end to end (tests/tools/test_benches.py), not a
+figure.
 """
 
 import json
@@ -191,5 +195,14 @@ def main():
     print(f"e2e: devices={n} p50_ms={p50:.1f} p99_ms={p99:.1f}")
 
 
+def smoke():
+    """--smoke: the same steps at tiny scales, to check the bench works end to
+    end (tests/tools/test_benches.py); the figures mean nothing."""
+    global SCALES
+    SCALES = ((1, 0.05, 2.0), (10, 0.5, 3.0))
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--smoke"]:
+        smoke()
     main()

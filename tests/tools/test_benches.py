@@ -1,0 +1,30 @@
+"""The benchmark commands work end to end and end with the line their issue
+fixed, run at a tiny size (``--smoke``) against the real broker, provider,
+PostgreSQL and device agents. What they measure is not checked here:
+figures come from the benches themselves (docs/performance.md)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from capshard.paths import REPO_ROOT
+
+BENCH = os.path.join(REPO_ROOT, "tools", "bench")
+NUMBER = r"\d+(\.\d+)?"
+
+
+@pytest.mark.parametrize("script, last_line", [
+    ("bench_fleet.py", rf"fleet: reports_per_s={NUMBER} broker_raw_per_s={NUMBER} ratio={NUMBER} "
+                       rf"speedup_2={NUMBER} speedup_4={NUMBER}"),
+    ("bench_e2e.py", rf"e2e: devices=10 p50_ms={NUMBER} p99_ms={NUMBER}"),
+])
+def test_bench_runs_and_ends_with_its_line(script, last_line):
+    run = subprocess.run([sys.executable, os.path.join(BENCH, script), "--smoke"], capture_output=True,
+                         text=True, timeout=240, cwd=REPO_ROOT)
+    out = run.stdout.strip().splitlines()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert out and re.fullmatch(last_line, out[-1]), out[-5:]
+    assert "lost 0" in run.stdout, run.stdout[-2000:]
