@@ -228,6 +228,10 @@ _REQUEST_WORK = ("INSERT INTO device_work (device_id, pending, pending_after) VA
                  "OR device_work.pending_after IS NULL OR device_work.pending_after > excluded.pending_after "
                  "THEN excluded.pending_after ELSE device_work.pending_after END, "
                  "pending = device_work.pending | excluded.pending")
+# PostgreSQL only (SQLite has no INSERT in a WITH): the device row, if
+# missing, and the work request in one statement.
+_ENSURE_AND_REQUEST_WORK = ("WITH device AS (INSERT INTO devices (device_id) VALUES (?) "
+                            "ON CONFLICT (device_id) DO NOTHING) " + _REQUEST_WORK)
 _CLAIM_WORK = "DELETE FROM device_work WHERE device_id = ? AND pending = ? AND pending_after = ?"
 # A device as read: its row, its tier and its pending work (none: 0 and NULL).
 _DEVICE_FROM = ("devices d LEFT JOIN agreements a ON a.device_id = d.device_id "
@@ -356,6 +360,11 @@ class FleetStore:
         if self._work and self.in_transaction():
             items, self._work = sorted(self._work.items()), {}
             with self.tx() as cur:
+                if self.dialect == "postgresql":
+                    # One statement (one round trip) per device: its row, then its work.
+                    cur.executemany(_ENSURE_AND_REQUEST_WORK,
+                                    [(d, d, kinds, after) for d, (kinds, after) in items])
+                    return
                 cur.executemany("INSERT INTO devices (device_id) VALUES (?) ON CONFLICT (device_id) DO NOTHING",
                                 [(d,) for d, _ in items])
                 cur.executemany(_REQUEST_WORK, [(d, kinds, after) for d, (kinds, after) in items])
