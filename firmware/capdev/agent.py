@@ -24,12 +24,49 @@ _EVENTS_PER_MESSAGE = const(16)  # keeps a health message well under the size ca
 _TRAFFIC_PUMP_MS = const(100)
 _TRAFFIC_TICK_MS = const(1000)
 # Imported on demand, unloaded by trim(): nothing resident may keep a
-# reference to them (an instance, a class or a function of theirs).
-CHECKING = ("capdev.cose", "capdev.crypto", "capdev.schema", "capdev.cbor_decode")  # verifying an instruction
-APPLYING = ("capdev.cmm.ops", "capdev.cmm.loader")  # applying ops, starting shards
-COLD = CHECKING + APPLYING + ("capdev.cmm.pipeline", "capdev.cmm.leases", "capdev.cmm.reports",
-                              "capdev.rnma.dpi_names", "capdev.mqtt.session",
-                              "capdev.mqtt.connect", "capdev.startup")
+# reference to them (an instance, a class or a function of theirs). Module
+# names separated by spaces, one string each (split when used): as tuples
+# of strings they were ~0.8 KiB of heap objects on a board.
+CHECKING = "capdev.cose capdev.crypto capdev.schema capdev.cbor_decode"  # verifying an instruction
+APPLYING = "capdev.cmm.ops capdev.cmm.loader"  # applying ops, starting shards
+COLD = (  # all of them: CHECKING, APPLYING and the rest
+    "capdev.cose capdev.crypto capdev.schema capdev.cbor_decode capdev.cmm.ops capdev.cmm.loader"
+    " capdev.cmm.pipeline capdev.cmm.leases capdev.cmm.reports capdev.rnma.dpi_names"
+    " capdev.mqtt.session capdev.mqtt.connect capdev.startup")
+
+# Log texts: line n of _TEXTS for text number n, with "%s" filled in by
+# _text(). One string constant: as separate strings they were a heap object
+# each on a board.
+_T_UNEXPECTED_TOPIC = const(0)
+_T_REJECTED = const(1)
+_T_DUPLICATE = const(2)
+_T_APPLIED = const(3)
+_T_CONNECTED = const(4)
+_T_STARTED = const(5)
+_T_MONITOR_NOT_STARTED = const(6)
+_T_MONITOR_FAILED = const(7)
+_T_FALLBACK = const(8)
+_T_USAGE = const(9)
+_T_BOOT_STOPPED = const(10)
+_TEXTS = (
+    "message on unexpected topic %s ignored\n"
+    "instruction rejected: %s\n"
+    "duplicate instruction %s: re-sending its ack\n"
+    "applied instruction %s seq %s: %s result(s)\n"
+    "connected to %s:%s as %s\n"
+    "started: heap_used=%s heap_free=%s\n"
+    "traffic monitoring failed to start: %s: %s\n"
+    "traffic monitoring failed, restarting in %s ms: %s: %s\n"
+    "provider unreachable past the lease: back to the baseline profile\n"
+    "usage: capdev.agent BOARD.json DEVICE.json STATE_DIR\n"
+    "boot stopped: %s"
+)
+
+
+def _text(n, args=None):
+    """Log text number ``n`` (a _T_ number), with ``args`` filled in."""
+    text = _TEXTS.split("\n")[n]
+    return text if args is None else text % args
 
 
 class Agent:
@@ -101,13 +138,11 @@ class Agent:
         }
 
     def shard_summary(self):
-        out = {}
-        report = self.manager.report()
-        for shard in report:
-            info = report[shard]
-            out[shard] = {"state": info["state"], "heap_kb": info["heap_kb"],
-                          "expires_in_s": info["expires_in_s"], "alt_of": info["alt_of"]}
-        return out
+        # Not manager.report(): the full report, built only to take four
+        # fields from it, was ~2 KiB of garbage per message.
+        from capdev.cmm import reports  # cold: trim() unloads it
+
+        return reports.summary(self.manager)
 
     def health(self, events):
         shards = self.shard_summary()
@@ -124,9 +159,10 @@ class Agent:
         }
 
     def trim(self, names=COLD):
-        """Unload those of ``names`` (cold modules) that are loaded; True if any was."""
+        """Unload those of ``names`` (cold modules: a string like COLD) that
+        are loaded; True if any was."""
         found = False
-        for name in names:
+        for name in names.split():
             if name in sys.modules:
                 capdev.unload(name)
                 found = True
@@ -186,27 +222,28 @@ class Agent:
         await self.send(protocol.BIRTH, self.birth())
         await self.send(protocol.STATE, self.state(), True)
         self.trim()  # what connecting and reporting loaded
-        log.info("connected to " + self.broker["host"] + ":" + str(self.broker["port"])
-                 + " as " + self.device_id)
+        log.info(_text(_T_CONNECTED, (self.broker["host"], self.broker["port"], self.device_id)))
 
     async def on_message(self, topic, payload, retain):
         parts = protocol.split_topic(topic)
         if parts is None or parts[0] != self.device_id or parts[1] != protocol.INSTRUCTION:
             self.unknown_topics += 1
-            log.error("message on unexpected topic " + topic + " ignored")
+            log.error(_text(_T_UNEXPECTED_TOPIC, topic))
             return
         self.trim()  # room for the checking code, then for applying
         before = platform.heap_used()
         from capdev.cmm.pipeline import InstructionPipeline, Rejection
 
         # Held only until the ack: lent, not spent (see ShardManager.apply).
-        lent_b = platform.heap_used() - before if before is not None else 0
+        # The checking code's import, and the payload: the MQTT client holds
+        # it until this returns.
+        lent_b = platform.heap_used() - before + len(payload) if before is not None else 0
 
         pipeline = InstructionPipeline(self.device_id, self._key_for, self.store)
         try:
             verdict, value = pipeline.receive(payload)
         except Rejection as r:
-            log.warn("instruction rejected: " + r.reason)
+            log.warn(_text(_T_REJECTED, r.reason))
             # A flood of rejections outruns the PUBACKs queued behind it on the
             # same connection: once the outbox is full, reject at QoS 0 rather
             # than raise (which dropped the ack). Nothing was applied either way.
@@ -216,15 +253,17 @@ class Agent:
         finally:
             self.trim(CHECKING)  # before applying loads its own code
         if verdict == "duplicate":
-            log.info("duplicate instruction " + str(value["id"]) + ": re-sending its ack")
+            log.info(_text(_T_DUPLICATE, value["id"]))
             await self.send(protocol.ACK, value)
             return
         results = self.apply(value, lent_b)
         self.trim(APPLYING)  # before the commit writes the state file
         ack = pipeline.commit(value, results)
-        pipeline = None
-        log.info("applied instruction " + value["id"] + " seq " + str(value["seq"])
-                 + ": " + str(len(results)) + " result(s)")
+        # Nothing below needs the pipeline's code: it goes before the ack and
+        # the state are encoded (this frame's names would keep it loaded).
+        pipeline = InstructionPipeline = Rejection = None
+        self.trim()
+        log.info(_text(_T_APPLIED, (value["id"], value["seq"], len(results))))
         await self.send(protocol.ACK, ack)
         await self.send(protocol.STATE, self.state(), True)
         if value.get("rebirth"):
@@ -233,7 +272,8 @@ class Agent:
 
     async def run(self):
         rnma = None
-        if "synthetic" in self.board["traffic_sources"]:
+        synthetic = "synthetic" in self.board["traffic_sources"]
+        if synthetic:
             # Built before connecting: the flow table is one large block, most
             # easily found in a fresh heap, and importing the monitor then
             # does not overlap the first instruction's work.
@@ -241,7 +281,7 @@ class Agent:
             try:
                 rnma = _start_monitoring(self)
             except Exception as e:
-                log.error("traffic monitoring failed to start: " + type(e).__name__ + ": " + str(e))
+                log.error(_text(_T_MONITOR_NOT_STARTED, (type(e).__name__, e)))
         will = (self.topic(protocol.STATE),
                 cbor.dumps({"v": protocol.VERSION, "dev": self.device_id, "online": False}), 1, True)
         self.client = MqttClient(
@@ -258,11 +298,11 @@ class Agent:
         await self.client.connect()
         shards_task = asyncio.create_task(self.manager.run())
         traffic_task = None
-        if "synthetic" in self.board["traffic_sources"]:
+        if synthetic:
             traffic_task = asyncio.create_task(self.keep_monitoring(rnma))
         rnma = None
         self.trim()
-        log.info("started: heap_used=" + str(platform.heap_used()) + " heap_free=" + str(platform.heap_free()))
+        log.info(_text(_T_STARTED, (platform.heap_used(), platform.heap_free())))
         await self.watch(shards_task)
 
     async def watch(self, shards_task):
@@ -281,7 +321,7 @@ class Agent:
                 if lost_since is None:
                     lost_since = now
                 if self.manager.provider_lost_for(platform.ticks_diff(now, lost_since) // 1000):
-                    log.warn("provider unreachable past the lease: back to the baseline profile")
+                    log.warn(_text(_T_FALLBACK))
                     self._record_profile()
                     self.store.save()
             self.drill_faults()
@@ -312,8 +352,7 @@ class Agent:
                 rnma = None
                 await self.monitor_traffic(monitor, traffic)
             except Exception as e:
-                log.error("traffic monitoring failed, restarting in " + str(delay_ms) + " ms: "
-                          + type(e).__name__ + ": " + str(e))
+                log.error(_text(_T_MONITOR_FAILED, (delay_ms, type(e).__name__, e)))
             monitor = traffic = None
             gc.collect()
             await asyncio.sleep(delay_ms / 1000)
@@ -356,14 +395,14 @@ def _start_monitoring(agent):
 
 def main(argv):
     if len(argv) != 3:
-        print("usage: capdev.agent BOARD.json DEVICE.json STATE_DIR")
+        print(_text(_T_USAGE))
         return 2
     from capdev import startup  # unloaded by the agent's first trim()
 
     board, ident = startup.load_config(argv[0], argv[1])
     startup = None
     if board is None:
-        log.error("boot stopped: " + ident)
+        log.error(_text(_T_BOOT_STOPPED, ident))
         return 1
     agent = Agent(board, ident, argv[2])
     board = ident = None  # this frame lives as long as the agent: keep only its copy

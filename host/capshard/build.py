@@ -276,28 +276,30 @@ def rules_table_source():
         lines.append(f"    {bytes(ports[i:i + 32])!r}")
     lines.append(")")
     lines.append("NAMES = (")
-    for cls, exact, contains in names:
-        lines.append(f"    ({cls}, {_str_literal(exact, 8)}, {contains!r}),")
+    for group in names.splitlines(True):  # one line per rule group, "\n" kept
+        lines.extend("    " + part for part in _str_parts(group, 4))
     lines.append(")")
-    for name, (exact, contains) in (("SENSITIVE", sensitive), ("INTEGRITY", integrity)):
-        lines.append(f"{name} = ({_str_literal(exact, 4)}, {contains!r})")
+    for name, text in (("SENSITIVE", sensitive), ("INTEGRITY", integrity)):
+        lines.append(f"{name} = (")
+        lines.extend("    " + part for part in _str_parts(text, 4))
+        lines.append(")")
     return "\n".join(lines) + "\n"
 
 
-def _str_literal(text, indent, width=96):
-    """``text`` as adjacent string literals (one constant) of lines under ``width``."""
+def _str_parts(text, indent, width=96):
+    """``text`` cut after spaces into string literals that fit lines under
+    ``width``; written one after another they are one constant."""
+    words = text.split(" ")
+    pieces = [w + " " for w in words[:-1]] + [words[-1]]
     parts, line = [], ""
-    for word in text.split(" "):
-        piece = word + " "
-        if line and len(line) + len(piece) > width - indent - 4:
+    for piece in pieces:
+        if line and len(repr(line + piece)) > width - indent:
             parts.append(line)
             line = ""
         line += piece
-    parts.append(line[:-1])  # the last piece has no separator after it
-    if len(parts) == 1:
-        return repr(parts[0])
-    pad = "\n" + " " * indent
-    return "(" + pad.join(repr(p) for p in parts) + ")"
+    if line:
+        parts.append(line)
+    return [repr(p) for p in parts]
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ import json
 from capdev.rnma import rulebook, rules
 built = rulebook.build_defaults()
 d = rules.defaults()
-print(json.dumps([bytes(built[0]) == bytes(d["ports"]), list(built[1]) == list(d["names"]),
+print(json.dumps([bytes(built[0]) == bytes(d["ports"]), built[1] == d["names"],
                   built[2] == d["sensitive"], built[3] == d["integrity"], len(d["ports"]) % 8]))
 """
     assert fw.run_json(code) == [True, True, True, True, 0]

@@ -11,6 +11,30 @@ from capdev import platform
 from capdev.cmm import governor
 from capdev.cmm.health import EventLog, HealthPolicy, HealthRecord
 from capdev.cmm.lifecycle import ERRORED, RUNNING, Lifecycle
+from capdev.platform import const
+
+# Why a running shard failed or was throttled: line n of _WHYS for number n,
+# with "%s" filled in by _why(). One string constant: as separate pieces of
+# text they were a heap object each on a board.
+_WHY_NOT_OK = const(0)
+_WHY_HEALTH_RAISED = const(1)
+_WHY_STEP_RAISED = const(2)
+_WHY_CPU = const(3)
+_WHY_THROTTLED = const(4)
+_WHY_MEMORY = const(5)
+_WHYS = (
+    "health reported not ok: %s\n"
+    "health raised %s\n"
+    "step raised %s\n"
+    "cpu: step held the loop %s ms (slice %s ms), %s times in a row\n"
+    "step took %s ms, slice %s ms\n"
+    "memory: holds %s kb, over its mem_kb %s"
+)
+
+
+def _why(n, args):
+    """Reason number ``n`` (a _WHY_ number), with ``args`` filled in."""
+    return _WHYS.split("\n")[n] % args
 
 
 def _ops():
@@ -168,12 +192,12 @@ class ShardManager:
             entry.health.checked_ms = now
             try:
                 state = entry.inst.health()
-                ok = isinstance(state, dict) and state.get("ok", True) is not False
-                why = "health reported not ok: " + str(state)
+                why = None
+                if not isinstance(state, dict) or state.get("ok", True) is False:
+                    why = _why(_WHY_NOT_OK, str(state))
             except Exception as e:
-                ok = False
-                why = "health raised " + _describe(e)
-            if ok:
+                why = _why(_WHY_HEALTH_RAISED, _describe(e))
+            if why is None:
                 entry.health.beat(now)
             else:
                 _ops().fail(self, entry, now, why)
@@ -202,23 +226,20 @@ class ShardManager:
         now = self._now()
         entry.health.latency(elapsed)
         if err is not None:
-            _ops().fail(self, entry, now, "step raised " + err)
+            _ops().fail(self, entry, now, _why(_WHY_STEP_RAISED, err))
             return
         if before is not None:
             entry.data_b += self.mem.measure() - before
         verdict = self.cpu.charge(entry.id, elapsed, now)
         slice_ms = self.cpu.slice_ms(entry.op["cpu"])
         if verdict == governor.STOP:
-            _ops().fail(self, entry, now, "cpu: step held the loop " + str(elapsed) + " ms (slice "
-                       + str(slice_ms) + " ms), " + str(self.cpu.max_overruns) + " times in a row")
+            _ops().fail(self, entry, now, _why(_WHY_CPU, (elapsed, slice_ms, self.cpu.max_overruns)))
             return
         if verdict == governor.THROTTLE:
-            self.events.emit(entry.id, "throttled", now, "step took " + str(elapsed)
-                             + " ms, slice " + str(slice_ms) + " ms")
+            self.events.emit(entry.id, "throttled", now, _why(_WHY_THROTTLED, (elapsed, slice_ms)))
         used = self._heap_b(entry)
         if used is not None and used > entry.op["mem_kb"] * 1024:
-            _ops().fail(self, entry, now, "memory: holds " + str(governor.kb_up(used))
-                       + " kb, over its mem_kb " + str(entry.op["mem_kb"]))
+            _ops().fail(self, entry, now, _why(_WHY_MEMORY, (governor.kb_up(used), entry.op["mem_kb"])))
             return
         entry.health.beat(now)
 

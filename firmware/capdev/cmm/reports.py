@@ -18,10 +18,9 @@ def report(m):
         info["ver"] = op.get("ver")
         info["prio"] = op.get("prio")
         info["limits"] = limits(m, entry) if live else {}
-        used = m._heap_b(entry)
-        info["heap_kb"] = None if used is None else (governor.kb_up(used) if live else 0)
+        info["heap_kb"] = heap_kb(m, entry, live)
         info["code_kb"] = None if entry.code_b is None else governor.kb_up(entry.code_b)
-        info["expires_in_s"] = None if entry.expires is None else (entry.expires - now + 999) // 1000
+        info["expires_in_s"] = expires_in_s(entry, now)
         info["alt_of"] = entry.alt_of
         info["restart_in_ms"] = None if entry.restart_at is None else entry.restart_at - now
         slot = m.cpu.slots.get(shard)
@@ -34,6 +33,27 @@ def report(m):
             info["bw_refused"] = entry.bucket.refused
         out[shard] = info
     return out
+
+
+def summary(m):
+    """{shard id: state, heap, expiry, failover}: the part of the report the
+    agent's state and health messages carry, built without the rest."""
+    now = m._now()
+    out = {}
+    for shard in m.entries:
+        entry = m.entries[shard]
+        out[shard] = {"state": entry.life.state, "heap_kb": heap_kb(m, entry, entry.life.is_live()),
+                      "expires_in_s": expires_in_s(entry, now), "alt_of": entry.alt_of}
+    return out
+
+
+def heap_kb(m, entry, live):
+    used = m._heap_b(entry)
+    return None if used is None else (governor.kb_up(used) if live else 0)
+
+
+def expires_in_s(entry, now):
+    return None if entry.expires is None else (entry.expires - now + 999) // 1000
 
 
 def snapshot(record, now):

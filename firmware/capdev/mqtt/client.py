@@ -12,8 +12,43 @@ import asyncio
 from capdev import platform
 from capdev.mqtt import packets as P
 from capdev.mqtt.backoff import Backoff
+from capdev.platform import const
 
 _RX_CHUNK = 512
+
+# Error texts: line n of _TEXTS for text number n, with "%s"/"%d" filled in
+# by _text(). One string constant: as separate messages they were a heap
+# object each on a board.
+_T_EMPTY_ID = const(0)
+_T_NOT_CONNECTED = const(1)
+_T_DISCONNECTED = const(2)
+_T_PUBLISH_SIZE = const(3)
+_T_OUTBOX_FULL = const(4)
+_T_SILENT = const(5)
+_T_CLOSED = const(6)
+_T_RESUBSCRIBE = const(7)
+_T_SECOND_CONNACK = const(8)
+_T_SEND_FAILED = const(9)
+_T_NO_PID = const(10)
+_TEXTS = (
+    "an empty client id needs clean sessions\n"
+    "not connected after %d ms (%s)\n"
+    "disconnected by client\n"
+    "publish of %d bytes exceeds the %d-byte limit\n"
+    "outbox full (%d unacknowledged)\n"
+    "broker silent for %d ms\n"
+    "connection closed by broker\n"
+    "resubscription refused by broker\n"
+    "second CONNACK\n"
+    "send failed: %s\n"
+    "no free packet id"
+)
+
+
+def _text(n, args=None):
+    """Text number ``n`` (a _T_ number), with ``args`` filled in."""
+    text = _TEXTS.split("\n")[n]
+    return text if args is None else text % args
 
 
 class MqttError(Exception):
@@ -49,7 +84,7 @@ class MqttClient:
         self.clean_session = clean_session
         self.clean_after_outage = clean_session if clean_after_outage is None else clean_after_outage
         if not client_id and not (clean_session and self.clean_after_outage):
-            raise P.MqttProtocolError("an empty client id needs clean sessions")
+            raise P.MqttProtocolError(_text(_T_EMPTY_ID))
         # The CONNECT is built now, so bad settings fail at construction. One
         # packet is kept: a persistent session's differs only in one flag
         # (connect.connect_packet).
@@ -113,7 +148,7 @@ class MqttClient:
         try:
             await asyncio.wait_for(self.connected_event.wait(), timeout_ms / 1000)
         except asyncio.TimeoutError:
-            raise MqttError("not connected after %d ms (%s)" % (timeout_ms, self.last_error))
+            raise MqttError(_text(_T_NOT_CONNECTED, (timeout_ms, self.last_error)))
 
     async def disconnect(self):
         """Send DISCONNECT (the broker then drops the will) and stop reconnecting."""
@@ -124,7 +159,7 @@ class MqttClient:
         self._task = None
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
-        self._drop("disconnected by client")
+        self._drop(_text(_T_DISCONNECTED))
         await self._close_stream()
 
     async def publish(self, topic, payload, qos=0, retain=False):
@@ -136,14 +171,13 @@ class MqttClient:
         pid = self._new_pid() if qos == 1 else None
         pkt = P.encode_publish(topic, payload, qos, retain, False, pid)
         if len(pkt) > self.max_packet_size:
-            raise P.MqttProtocolError("publish of %d bytes exceeds the %d-byte limit"
-                                      % (len(pkt), self.max_packet_size))
+            raise P.MqttProtocolError(_text(_T_PUBLISH_SIZE, (len(pkt), self.max_packet_size)))
         if qos == 0:
             if not (self.connected and await self._send(pkt)):
                 self.counters["dropped"] += 1
             return 0
         if len(self._outbox) >= self.max_outbox:
-            raise MqttError("outbox full (%d unacknowledged)" % len(self._outbox))
+            raise MqttError(_text(_T_OUTBOX_FULL, len(self._outbox)))
         self._seq += 1
         entry = [self._seq, pkt, 0, 0]
         self._outbox[pid] = entry
@@ -229,7 +263,7 @@ class MqttClient:
                 since_rx = platform.ticks_diff(now, self._last_rx)
                 if since_rx >= self.dead_after_ms:
                     self.counters["dead"] += 1
-                    self._drop("broker silent for %d ms" % since_rx)
+                    self._drop(_text(_T_SILENT, since_rx))
                     return
                 iv = self.ping_interval_ms
                 # Ping when idle either way: the broker needs to hear from us,
@@ -254,7 +288,7 @@ class MqttClient:
     async def _rx_loop(self, conn):
         reader = self._reader
         parser = self._parser
-        reason = "connection closed by broker"
+        reason = _text(_T_CLOSED)
         try:
             while True:
                 p = parser.next_packet()
@@ -301,9 +335,9 @@ class MqttClient:
                 w[1] = p.granted if t == P.SUBACK else []
                 w[0].set()
             elif t == P.SUBACK and P.SUBACK_FAILURE in p.granted:
-                self.last_error = "resubscription refused by broker"
+                self.last_error = _text(_T_RESUBSCRIBE)
         elif t == P.CONNACK:
-            raise P.MqttProtocolError("second CONNACK")
+            raise P.MqttProtocolError(_text(_T_SECOND_CONNACK))
         # PINGRESP: receiving it already refreshed _last_rx.
 
     # ---- helpers ------------------------------------------------------------
@@ -321,7 +355,7 @@ class MqttClient:
                 await asyncio.wait_for(w.drain(), self.connect_timeout_ms / 1000)
             except Exception as e:
                 if conn == self._conn_no:
-                    self._drop("send failed: " + _describe(e))
+                    self._drop(_text(_T_SEND_FAILED, _describe(e)))
                 return False
         self._last_tx = platform.ticks_ms()
         self.counters["tx"] += 1
@@ -333,7 +367,7 @@ class MqttClient:
             self._pid = self._pid % 65535 + 1
             if self._pid not in self._outbox and self._pid not in self._waiters:
                 return self._pid
-        raise MqttError("no free packet id")
+        raise MqttError(_text(_T_NO_PID))
 
     def _drop(self, reason):
         """Mark the current connection dead and close its socket (idempotent)."""

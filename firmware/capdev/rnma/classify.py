@@ -167,9 +167,13 @@ class Classifier:
     def name_class(self, name):
         if not name:
             return None
-        for r in self.names:
-            if matches(name, r[1], r[2]):
-                return r[0]
+        names = self.names  # one line per rule group: "<class> patterns \n" (rules.py)
+        start = 0
+        while start < len(names):
+            end = names.find("\n", start)
+            if matches(name, names, start, end):
+                return int(names[start:names.find(" ", start)])
+            start = end + 1
         return None
 
     def name_code(self, name):
@@ -182,9 +186,9 @@ class Classifier:
         """0 none, 1 integrity, 2 confidentiality for a destination name."""
         if not name:
             return 0
-        if matches(name, self.sensitive[0], self.sensitive[1]):
+        if matches(name, self.sensitive):
             return 2
-        if matches(name, self.integrity[0], self.integrity[1]):
+        if matches(name, self.integrity):
             return 1
         return 0
 

@@ -14,7 +14,19 @@
 import json
 
 from capdev import platform
-from capdev.rnma.rules import ANY, BEHAVIOUR, NEVER, RulesError, class_index, defaults
+from capdev.rnma.rules import ANY, BEHAVIOUR, CLASSES, NEVER, defaults
+
+
+# Here, not in rules.py: only compiling rules from text or JSON needs them.
+class RulesError(ValueError):
+    pass
+
+
+def class_index(name):
+    for i in range(len(CLASSES)):
+        if CLASSES[i] == name:
+            return i
+    raise ValueError("unknown QoS class '" + str(name) + "'")
 
 
 def _proto_code(p):
@@ -48,33 +60,26 @@ def compile_ports(rules):
 
 
 def compile_patterns(patterns):
-    """Name patterns -> (" exact names ", ("contained", ...))."""
-    exact = []
-    contains = []
-    for p in patterns:
-        if p[0] == "~":
-            contains.append(p[1:])
-        else:
-            exact.append(p)
-    return " " + " ".join(exact) + " ", tuple(contains)
+    """Name patterns -> " pattern pattern ~word " (the form rules.matches scans)."""
+    return " " + " ".join(patterns) + " "
 
 
 def compile_names(rules):
-    """[pattern, class] lists -> ((class index, exact, contains), ...), one
-    entry per run of rules with the same class (order kept)."""
+    """[pattern, class] lists -> one line per run of rules with the same
+    class (order kept): "<class index> pattern ... \n", lines joined."""
     out = []
     run = []
     cls = None
     for pattern, name in rules:
         c = class_index(name)
         if c != cls and run:
-            out.append((cls,) + compile_patterns(run))
+            out.append(str(cls) + compile_patterns(run) + "\n")
             run = []
         cls = c
         run.append(pattern)
     if run:
-        out.append((cls,) + compile_patterns(run))
-    return tuple(out)
+        out.append(str(cls) + compile_patterns(run) + "\n")
+    return "".join(out)
 
 
 def _compile_text_ports(groups):
@@ -96,8 +101,8 @@ def build_defaults():
     by `python -m capshard.build rules-table`), not from here."""
     names = []
     for cls, text in NAMES:
-        names.append((class_index(cls),) + compile_patterns(text.split()))
-    return (_compile_text_ports(PORTS), tuple(names), compile_patterns(SENSITIVE.split()),
+        names.append(str(class_index(cls)) + compile_patterns(text.split()) + "\n")
+    return (_compile_text_ports(PORTS), "".join(names), compile_patterns(SENSITIVE.split()),
             compile_patterns(INTEGRITY.split()))
 
 

@@ -9,11 +9,18 @@
 #        "~word" matches any name containing word.
 #
 # On the device the rules are held compiled: one bytes object of uint16s for
-# the ports and one string per class for the names, a few KiB instead of
-# hundreds of small lists. The defaults come prebuilt in rules_table.py
-# (generated from the text in rulebook.py, which also compiles a board's
-# JSON overrides); as constants of a module in a ROMFS image they stay in
-# flash. Order is kept: the first matching rule wins.
+# the ports and strings for the names, a few KiB instead of hundreds of small
+# lists. The defaults come prebuilt in rules_table.py (generated from the
+# text in rulebook.py, which also compiles a board's JSON overrides); as
+# constants of a module in a ROMFS image they stay in flash. Order is kept:
+# the first matching rule wins.
+#
+# Compiled name patterns are plain text, each pattern with a space on either
+# side: "sensitive" and "integrity" are one such string (" a.com ~word "),
+# "names" is one line per run of rules with one class, in rule order, each
+# "<class index> a.com b.com ~word \n". Strings, not tuples: a string stays
+# in the image, a tuple (and a short word in it, an interned name) is built
+# in RAM.
 from capdev import unload
 
 CLASSES = (
@@ -28,30 +35,30 @@ ANY = 256    # "any": TCP or UDP
 NEVER = 257  # "6"/"17" by number: the JSON form names TCP and UDP only as "tcp"/"udp"
 
 
-def class_index(name):
-    for i in range(len(CLASSES)):
-        if CLASSES[i] == name:
-            return i
-    raise ValueError("unknown QoS class '" + str(name) + "'")
-
-
-def matches(name, exact, contains):
-    """True when ``name`` matches compiled patterns: it or a parent domain is
-    in ``exact``, or it contains a word of ``contains``."""
+def matches(name, text, start=0, end=None):
+    """True when ``name`` matches a pattern of ``text[start:end]`` (compiled
+    patterns): it or a parent domain is a pattern, or it contains the word
+    of a "~word" pattern."""
+    if end is None:
+        end = len(text)
     i = 0
     while i >= 0:
         s = name[i:] if i else name
-        j = exact.find(s)
-        while j > 0:
-            if exact[j - 1] == " " and exact[j + len(s)] == " ":
+        j = text.find(s, start, end)
+        while j >= 0:
+            k = j + len(s)
+            if j > start and k < end and text[j - 1] == " " and text[k] == " ":
                 return True
-            j = exact.find(s, j + 1)
+            j = text.find(s, j + 1, end)
         i = name.find(".", i)
         if i >= 0:
             i += 1
-    for w in contains:
-        if w in name:
+    j = text.find(" ~", start, end)
+    while j >= 0:
+        k = text.find(" ", j + 2, end)
+        if text[j + 2:k] in name:
             return True
+        j = text.find(" ~", k, end)
     return False
 
 
@@ -97,10 +104,7 @@ def compiled(rules):
     return dict(rules)
 
 
-class RulesError(ValueError):
-    pass
-
-
 def load(path):
-    """Defaults overridden by the lists in a JSON file (any subset of the keys)."""
+    """Defaults overridden by the lists in a JSON file (any subset of the
+    keys); raises rulebook.RulesError on a bad file."""
     return _book().load(path)

@@ -30,28 +30,32 @@ PORTS = (
     b'\x06\x00\xfb \xfb \x1e\t\x11\x00\xbb\x01\xbb\x01#\t'
 )
 NAMES = (
-    (2, (' zoom.us zoom.com zoomgov.com webex.com wbx2.com ciscospark.com teams.microsoft.com '
-        'teams.live.com meet.google.com gotomeeting.com bluejeans.com whereby.com '
-        'turn.l.google.com '), ('jitsi',)),
-    (0, ' skype.com signal.org vonage.com ', ('voip',)),
-    (4, (' youtube.com googlevideo.com ytimg.com ggpht.com youtube-nocookie.com youtu.be '
-        'netflix.com nflxvideo.net nflxso.net twitch.tv ttvnw.net jtvnw.net hulu.com '
-        'hulustream.com disneyplus.com dssott.com bamgrid.com primevideo.com aiv-cdn.net '
-        'hbomax.com vimeo.com vimeocdn.com dailymotion.com dmcdn.net spotify.com scdn.co '
-        'spotifycdn.com deezer.com dzcdn.net soundcloud.com sndcdn.com pandora.com tidal.com '
-        'crunchyroll.com peacocktv.com paramountplus.com tiktokcdn.com tiktokv.com '
-        'bilibili.com iqiyi.com tv.apple.com music.apple.com sonos.com '), ('dazn', 'pluralsight', 'livestream')),
-    (3, (' roblox.com rbxcdn.com riotgames.com leagueoflegends.com callofduty.com '
-        'activision.com xboxlive.com playfabapi.com mihoyo.com hoyoverse.com minecraft.net '
-        'supercell.com ea.com epicgames.dev elderscrollsonline.com '), ('gameserver',)),
-    (8, (' windowsupdate.com update.microsoft.com delivery.mp.microsoft.com '
-        'download.microsoft.com dl.google.com swcdn.apple.com steamcontent.com '
-        'download.nvidia.com archive.ubuntu.com deb.debian.org dropboxusercontent.com '), ('download',)),
-    (10, '  ', ('tracker',)),
+    '2 zoom.us zoom.com zoomgov.com webex.com wbx2.com ciscospark.com teams.microsoft.com '
+    'teams.live.com meet.google.com gotomeeting.com bluejeans.com whereby.com ~jitsi '
+    'turn.l.google.com \n'
+    '0 skype.com signal.org ~voip vonage.com \n'
+    '4 youtube.com googlevideo.com ytimg.com ggpht.com youtube-nocookie.com youtu.be '
+    'netflix.com nflxvideo.net nflxso.net twitch.tv ttvnw.net jtvnw.net hulu.com '
+    'hulustream.com disneyplus.com dssott.com bamgrid.com primevideo.com aiv-cdn.net '
+    'hbomax.com vimeo.com vimeocdn.com dailymotion.com dmcdn.net ~dazn spotify.com scdn.co '
+    'spotifycdn.com deezer.com dzcdn.net soundcloud.com sndcdn.com pandora.com tidal.com '
+    '~pluralsight crunchyroll.com peacocktv.com paramountplus.com tiktokcdn.com tiktokv.com '
+    'bilibili.com iqiyi.com tv.apple.com music.apple.com sonos.com ~livestream \n'
+    '3 roblox.com rbxcdn.com riotgames.com leagueoflegends.com callofduty.com activision.com '
+    'xboxlive.com playfabapi.com mihoyo.com hoyoverse.com minecraft.net supercell.com ea.com '
+    'epicgames.dev elderscrollsonline.com ~gameserver \n'
+    '8 windowsupdate.com update.microsoft.com delivery.mp.microsoft.com download.microsoft.com '
+    'dl.google.com swcdn.apple.com steamcontent.com download.nvidia.com archive.ubuntu.com '
+    'deb.debian.org dropboxusercontent.com ~download \n'
+    '10 ~tracker \n'
 )
-SENSITIVE = ((' paypal.com paypalobjects.com stripe.com stripe.network braintreegateway.com adyen.com '
+SENSITIVE = (
+    ' paypal.com paypalobjects.com stripe.com stripe.network braintreegateway.com adyen.com '
     'klarna.com wise.com revolut.com venmo.com squareup.com visa.com mastercard.com '
     'americanexpress.com chase.com bankofamerica.com wellsfargo.com citi.com hsbc.com '
-    'barclays.co.uk ing.com '), ('bank', 'payment', 'checkout', 'securepay'))
-INTEGRITY = ((' windowsupdate.com update.microsoft.com delivery.mp.microsoft.com swcdn.apple.com '
-    'mesu.apple.com '), ('firmware', 'ota.'))
+    'barclays.co.uk ing.com ~bank ~payment ~checkout ~securepay '
+)
+INTEGRITY = (
+    ' windowsupdate.com update.microsoft.com delivery.mp.microsoft.com swcdn.apple.com '
+    'mesu.apple.com ~firmware ~ota. '
+)
