@@ -28,7 +28,9 @@ Figures:
                    micropython.mem_peak() is not used: it counts every
                    allocation ever made since the GC frees without m_free
   min_heapsize_kb  smallest -X heapsize (binary search, 48..320 step 8) where
-                   a trial passes
+                   a trial passes, and then CONFIRM_TRIALS more in a row (else
+                   the next step up is tried the same way): a heap that only
+                   works now and then does not count
 
 Both deployments are measured in one run (in parallel, one agent per trial).
 Line before last: the mpy baseline and the romfs/mpy ratios.
@@ -66,6 +68,7 @@ from capshard.service.provider import ProviderService  # noqa: E402
 STEADY_HEAP_KB = 256
 CODES = ("mpy", "romfs")  # deployments measured; the last line reports romfs
 SEARCH = (48, 320, 8)
+CONFIRM_TRIALS = 2   # more passes in a row the smallest heap found must give
 TRAFFIC = {"kinds": ["game", "video"]}
 SHARDS = [
     dict(MINIMAL_BASELINE[0]),
@@ -281,7 +284,22 @@ class Bench:
                 hi = mid
             else:
                 lo = mid
-        return lo_kb + hi * step
+        return self.confirm(code, lo_kb + hi * step, hi_kb, step)
+
+    def confirm(self, code, kb, hi_kb, step):
+        """``kb`` once more CONFIRM_TRIALS times (fresh devices): a heap in
+        which the agent fails now and then (a fragmented heap refusing one
+        allocation) does not count. On a failure, the next step up."""
+        while kb < hi_kb:
+            for n in range(CONFIRM_TRIALS):
+                ok, t = self.trial(kb, code, f"c{n}")
+                print(f"  [{code}] trial {kb:3d} KiB again: {'pass' if ok else 'fail: ' + t.failure}", flush=True)
+                if not ok:
+                    break
+            else:
+                return kb
+            kb += step
+        return kb
 
 
 def kib(n):
