@@ -212,7 +212,7 @@ class ProviderService:
         while True:
             self._inbox_wake.wait(away_s or 0.5)
             self._inbox_wake.clear()
-            while self._inbox and not self._stop.is_set():
+            while self._inbox:   # at stop too: what arrived is recorded before we go
                 batch = []
                 while self._inbox and len(batch) < INBOX_BATCH:
                     batch.append(self._inbox.popleft())
