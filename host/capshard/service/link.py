@@ -106,5 +106,6 @@ class BrokerLink:
         # new host; disconnect() marks it closed (nothing is sent: no socket).
         self.client.disconnect()
         if self._taken and not self._stop.is_set():
-            log.warning("lost the broker %s:%s; trying the next node", host, port)
+            log.warning("lost the broker %s:%s; reconnecting%s", host, port,
+                        " to the next node" if len(self.nodes) > 1 else "")
         return self._taken
