@@ -37,7 +37,8 @@ Line before last: the mpy baseline and the romfs/mpy ratios.
 Last line (the romfs deployment, what a board runs):
   device: heap_steady_kb=A heap_peak_kb=B min_heapsize_kb=C
 Options: --heap N runs one trial at N KiB and prints its outcome
-(--code mpy|romfs picks the deployment, default romfs).
+(--code mpy|romfs picks the deployment, default romfs); --smoke runs the
+whole bench on a coarse grid, to check that it works.
 """
 
 import argparse
@@ -339,7 +340,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--heap", type=int, help="run one trial at this heap size (KiB) and stop")
     ap.add_argument("--code", choices=CODES, default="romfs", help="deployment for --heap (default romfs)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a coarse search (160..256 KiB in 32 KiB steps, one confirming trial): a check that "
+                         "the bench works end to end (tests/tools/test_benches.py), not a figure")
     args = ap.parse_args()
+    if args.smoke:
+        global SEARCH, CONFIRM_TRIALS
+        SEARCH, CONFIRM_TRIALS = (160, 256, 32), 1
     t0 = time.monotonic()
     placement = localdev.fwrun.romfs_placement()
     image = build.build_romfs(build.DEFAULT_ROMFS)
