@@ -32,6 +32,8 @@ _WHYS = (
 )
 
 
+# One copy of this small helper per module that keeps a text table, on
+# purpose: a shared module for it cost 2 KiB of steady heap (performance.md).
 def _why(n, args):
     """Reason number ``n`` (a _WHY_ number), with ``args`` filled in."""
     return _WHYS.split("\n")[n] % args

@@ -45,6 +45,8 @@ _TEXTS = (
 )
 
 
+# One copy of this small helper per module that keeps a text table, on
+# purpose: a shared module for it cost 2 KiB of steady heap (performance.md).
 def _text(n, args=None):
     """Text number ``n`` (a _T_ number), with ``args`` filled in."""
     text = _TEXTS.split("\n")[n]

@@ -101,6 +101,8 @@ _REASONS = (
 )
 
 
+# One copy of this small helper per module that keeps a text table, on
+# purpose: a shared module for it cost 2 KiB of steady heap (performance.md).
 def _error(n, args=None):
     """The MqttProtocolError for reason ``n`` (an _E_ number)."""
     text = _REASONS.split("\n")[n]

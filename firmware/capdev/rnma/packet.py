@@ -68,6 +68,8 @@ _SKIPS = (
 )
 
 
+# One copy of this small helper per module that keeps a text table, on
+# purpose: a shared module for it cost 2 KiB of steady heap (performance.md).
 def _skip(n):
     """The reason string for skip number ``n`` (an _S_ number)."""
     return _SKIPS.split("\n")[n]
