@@ -134,7 +134,6 @@ class _PostgresBackend:
             from psycopg.rows import dict_row
         except ImportError:
             raise StoreError("PostgreSQL fleet store needs psycopg: pip install 'psycopg[binary]'") from None
-        self.url = url
         self._connect = lambda: psycopg.connect(url, autocommit=True, row_factory=dict_row)
         try:
             self.conn = self._connect()
