@@ -116,6 +116,12 @@ def decode(data, max_bytes=MAX_MESSAGE_BYTES):
         obj = cbor2.CBORDecoder(stream).decode()
     except (cbor2.CBORDecodeError, RecursionError) as e:
         raise WireError(f"malformed CBOR: {e}") from None
+    except Exception as e:
+        # cbor2 hands the content of well-known tags to library code (regex 35
+        # -> re.compile, decimal 4, rational 30, epoch date 100...), which
+        # raises TypeError, decimal.Overflow, OverflowError... on bad content.
+        # Nothing of ours runs inside decode(): any error is the input's.
+        raise WireError(f"malformed CBOR: bad tagged value: {type(e).__name__}: {e}") from None
     if stream.tell() != len(data):
         raise WireError(f"malformed CBOR: {len(data) - stream.tell()} trailing bytes")
     if not isinstance(obj, dict):
