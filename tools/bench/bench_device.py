@@ -230,7 +230,7 @@ class Bench:
     def __exit__(self, *exc):
         self.tap.close()
         self.service.stop()
-        self.broker.stop()
+        self.broker.cleanup()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def trial(self, heap_kb, code, tag="t"):

@@ -24,9 +24,13 @@ Last line: ``e2e: devices=1000 p50_ms=A p99_ms=B``.
 
 ``--smoke`` runs the same steps at 1 and 10 devices for a few seconds: a
 check that the bench works end to end (tests/tools/test_benches.py), not a
-figure.
+figure. ``--store-io`` adds, per stage, what the fleet store wrote for each
+report: SQL statements by kind, transactions, and bytes this process sent
+to the disk (Linux ``/proc/self/io``, after a sync; the WAL and the
+checkpoints' copies into the database).
 """
 
+import collections
 import json
 import logging
 import os
@@ -54,6 +58,7 @@ from capshard.service.store import open_store  # noqa: E402
 
 SCALES = ((1, 0.05, 8.0), (100, 1.0, 15.0), (1000, 5.0, 25.0))  # devices, report period s, seconds
 AGENT = "agent-1"
+STORE_IO = "--store-io" in sys.argv[1:]
 
 
 def pct(values, p):
@@ -89,6 +94,37 @@ def finish_sim(proc):
     out = json.loads(proc.stdout.readline())
     proc.wait(30)
     return out
+
+
+class StoreIO:
+    """--store-io: counts the statements the SQLite store runs (its trace
+    hook) and the bytes this process writes to the disk, stage by stage."""
+
+    def __init__(self, store):
+        self.statements = collections.Counter()
+        store.backend.conn.set_trace_callback(self._trace)
+        self.start()
+
+    def _trace(self, sql):
+        self.statements[" ".join(sql.split()[:3])] += 1
+
+    @staticmethod
+    def _disk_bytes():
+        os.sync()
+        with open("/proc/self/io") as f:
+            return int(next(line for line in f if line.startswith("write_bytes:")).split()[1])
+
+    def start(self):
+        self.statements.clear()
+        self.disk0 = self._disk_bytes()
+
+    def report(self, reports):
+        n = max(1, reports)
+        written = self._disk_bytes() - self.disk0
+        print(f"    store: {self.statements['COMMIT'] / n:.1f} transactions and "
+              f"{written / 1024 / n:.1f} KiB written to disk per report")
+        for statement, count in self.statements.most_common(12):
+            print(f"    {count / n:6.2f}/report  {statement}")
 
 
 def acked_times(store, ids):
@@ -162,8 +198,11 @@ def main():
         watcher = AgentWatcher(broker)
         threading.Thread(target=toggle_traffic, args=(adir, stop), daemon=True).start()
         agent = localdev.spawn_agent("cpython", adir)
+        store_io = StoreIO(svc.store) if STORE_IO else None
         for n, period, seconds in SCALES:
             proc = run_sim(broker, keys_path, f"s{n}-", n, "e2e", seconds, period)
+            if store_io:
+                store_io.start()
             out = finish_sim(proc)
             ids = {inst_id for _, inst_id in out["samples"]}
             acked = acked_times(svc.store, ids)
@@ -173,6 +212,8 @@ def main():
                     f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms; "
                     f"lost {out['lost']}, bad MAC {out['bad_mac']}")
             print(line, flush=True)
+            if store_io:
+                store_io.report(len(out["samples"]))
             lines.append((n, pct(lat, 50), pct(lat, 99)))
         agent_lat = [x * 1000 for x in watcher.samples(svc.store)]
         if agent_lat:
@@ -203,6 +244,6 @@ def smoke():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--smoke"]:
+    if "--smoke" in sys.argv[1:]:
         smoke()
     main()

@@ -87,11 +87,15 @@ def broker_raw(broker, payload, count):
         if got[0] >= count:
             done.set()
 
+    subscribed = threading.Event()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="raw-sub")
     sub.on_message = on_message
+    sub.on_subscribe = lambda *args: subscribed.set()
     sub.connect(broker.host, broker.port)
     sub.subscribe("capshard/v1/dev/raw-0/qos", qos=1)
     sub.loop_start()
+    if not subscribed.wait(30):   # a message published before the SUBACK would reach nobody
+        raise RuntimeError("[broker raw] the subscriber got no SUBACK")
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="raw-pub")
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(0)
@@ -101,7 +105,8 @@ def broker_raw(broker, payload, count):
     t0 = time.perf_counter()
     for _ in range(count):
         pub.publish("capshard/v1/dev/raw-0/qos", payload, qos=1)
-    done.wait(120)
+    if not done.wait(120):
+        raise RuntimeError(f"[broker raw] {got[0]} of {count} QoS 1 messages arrived")
     dt = time.perf_counter() - t0
     for c in (pub, sub):
         c.loop_stop()
