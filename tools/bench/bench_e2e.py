@@ -102,8 +102,8 @@ class StoreIO:
 
     def __init__(self, store):
         self.statements = collections.Counter()
+        self.disk0 = 0
         store.backend.conn.set_trace_callback(self._trace)
-        self.start()
 
     def _trace(self, sql):
         self.statements[" ".join(sql.split()[:3])] += 1
